@@ -1,0 +1,268 @@
+"""The T2CR model: backbone -> target-aware attention -> (two paths) -> difference transformer.
+
+One forward serves training and evaluation. `forward` takes a batch of query / exemplar videos;
+`forward_features` does the same from clip features (so evaluation and the fast ablation mode can
+run the backbone once per video); `vote` scores queries against K exemplars (Eq. 3, 11).
+Every ablation of Tables 5, 8, 9, 10, 11 is a field of `T2CRConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from t2cr.data.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
+from t2cr.models.attention import TargetAwareAttention
+from t2cr.models.backbones import BackboneConfig, build_backbone
+from t2cr.models.decoder import DifferenceTransformer, FeatureSubtraction
+from t2cr.models.heads import ActionClassifier, ScoreRegressor
+from t2cr.models.two_path import ClipExpansion, PathFusion
+
+MTL_AQA_BASE_STARTS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 86]  # 103 frames, Sec. 4.5 / Table 10
+
+
+@dataclass
+class ClipConfig:
+    num_frames: int = 103
+    clip_length: int = 16
+    num_base_clips: int = 10
+    # explicit starts (the paper's for 103 frames); null derives them from num_frames
+    base_starts: list[int] | None = field(default_factory=lambda: list(MTL_AQA_BASE_STARTS))
+    overlapping: bool = True
+    aux_strategy: str = "8-clip-avg1"  # Table 10: <N>-clip-{same,avg1,avg2,2x}
+
+
+@dataclass
+class AttentionConfig:
+    feature_first: bool = True  # alpha_t^(1)
+    clip: bool = True  # alpha_c^(2)
+    feature_second: bool = True  # alpha_t^(3)
+    bottleneck: int = 64
+
+
+@dataclass
+class DecoderConfig:
+    kind: str = "transformer"  # transformer | subtract (the I3D+MLP baseline)
+    layers: int = 3
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+
+@dataclass
+class T2CRConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    hidden_dim: int = 256
+    latent_dim: int = 64
+    regressor_hidden: int = 256
+    regressor_mid: int = 64
+    direct_regression: bool = True  # +DR of Table 5
+    action_classifier: bool = True  # +Action Type of Table 5
+    num_action_types: int = 0  # from the data; needed when action_classifier is on
+    two_path: bool = True  # +Two-pathway of Table 5
+    expansion_kernel: int = 3
+
+
+def build_clip_plans(config: ClipConfig, two_path: bool = True) -> tuple[ClipPlan, ClipPlan | None]:
+    """Base and auxiliary clip plans of a clip configuration."""
+    starts = config.base_starts
+    if starts is None:
+        starts = base_clip_starts(config.num_frames, config.num_base_clips, config.clip_length,
+                                  config.overlapping)
+    elif len(starts) != config.num_base_clips:
+        raise ValueError(f"model.clips.base_starts has {len(starts)} starts but num_base_clips is "
+                         f"{config.num_base_clips}")
+    base = ClipPlan(tuple(int(s) for s in starts), config.clip_length)
+    base.check_fits(config.num_frames, "base path (model.clips)")
+    if not two_path:
+        return base, None
+    num_aux, strategy = parse_aux_strategy(config.aux_strategy)
+    if strategy != "2x" and num_aux >= base.num_clips:
+        raise ValueError(f"the auxiliary path samples sparsely: N={num_aux} must be < M={base.num_clips} "
+                         f"(model.clips.aux_strategy={config.aux_strategy!r})")
+    aux = aux_clip_plan(strategy, num_aux, base.starts, config.num_frames, config.clip_length)
+    return base, aux
+
+
+@dataclass
+class VideoEncoding:
+    """What the model knows about a batch of V videos (no exemplar involved)."""
+
+    base_tokens: torch.Tensor  # f_M (V, M, d)
+    aux_tokens: torch.Tensor | None  # f_N expanded to (V, M, d); None with one path
+    tokens: torch.Tensor  # tokens the difference transformer compares: fused (V, 2M, d) or f_M
+    direct: torch.Tensor | None  # direct score (V,)
+    logits: torch.Tensor | None  # action-type logits (V, num_action_types)
+
+    def select(self, index: torch.Tensor | slice) -> VideoEncoding:
+        pick = (lambda t: None if t is None else t[index])
+        return VideoEncoding(pick(self.base_tokens), pick(self.aux_tokens), pick(self.tokens),
+                             pick(self.direct), pick(self.logits))
+
+
+@dataclass
+class PairOutput:
+    query: VideoEncoding
+    exemplar: VideoEncoding
+    delta: torch.Tensor  # predicted s_Q - s_E (B,)
+    delta_reverse: torch.Tensor  # predicted s_E - s_Q (B,): "f_QM also guides f_EM"
+    self_delta_query: torch.Tensor | None  # base vs auxiliary path of Q (B,)
+    self_delta_exemplar: torch.Tensor | None
+
+
+@dataclass
+class VoteOutput:
+    score: torch.Tensor  # (B,) final score, Eq. 3 (before the dataset's score transform)
+    direct: torch.Tensor | None  # (B,) s_hat^1, Eq. 1
+    contrastive: torch.Tensor  # (B,) s_hat^2, Eq. 11
+    deltas: torch.Tensor  # (B, K) difference score against each exemplar
+
+
+class T2CR(nn.Module):
+    def __init__(self, config: T2CRConfig, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if config.action_classifier and config.num_action_types < 2:
+            raise ValueError("model.action_classifier is on but model.num_action_types is "
+                             f"{config.num_action_types}; set it from the data or turn the classifier off")
+        self.base_plan, self.aux_plan = build_clip_plans(config.clips, config.two_path)
+        indices = [self.base_plan.frame_indices()]
+        if self.aux_plan is not None:
+            indices.append(self.aux_plan.frame_indices())
+        self.register_buffer("clip_frame_indices", torch.cat(indices), persistent=False)
+
+        self.backbone = backbone if backbone is not None else build_backbone(config.backbone)
+        feature_dim, d = config.backbone.feature_dim, config.latent_dim
+        self.attention = TargetAwareAttention(
+            feature_dim, config.hidden_dim, d, config.attention.feature_first, config.attention.clip,
+            config.attention.feature_second, config.attention.bottleneck,
+        )
+        self.expansion = (ClipExpansion(self.aux_plan.num_clips, self.base_plan.num_clips,
+                                        config.expansion_kernel) if config.two_path else None)
+        self.fusion = PathFusion(d) if config.two_path else None
+        if config.decoder.kind == "transformer":
+            self.contrast: nn.Module = DifferenceTransformer(d, config.decoder.layers, config.decoder.heads,
+                                                             config.decoder.mlp_ratio, config.decoder.dropout)
+        elif config.decoder.kind == "subtract":
+            self.contrast = FeatureSubtraction()
+        else:
+            raise ValueError(f"unknown model.decoder.kind {config.decoder.kind!r}; "
+                             "expected 'transformer' or 'subtract'")
+        self.difference_regressor = ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+        self.direct_regressor = (ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+                                 if config.direct_regression else None)
+        self.classifier = (ActionClassifier(d, config.num_action_types) if config.action_classifier else None)
+
+    # ----------------------------------------------------------------------------------- backbone
+    @property
+    def num_base_clips(self) -> int:
+        return self.base_plan.num_clips
+
+    def extract_clip_features(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Videos (V, 3, T, H, W) -> base (V, M, F) and auxiliary (V, N, F) clip features.
+
+        All clips of all videos go through the backbone in one batched call.
+        """
+        if videos.dim() != 5:
+            raise ValueError(f"videos must be (V, 3, T, H, W), got shape {tuple(videos.shape)}")
+        num_frames = videos.shape[2]
+        needed = self.base_plan.frames_needed if self.aux_plan is None else max(
+            self.base_plan.frames_needed, self.aux_plan.frames_needed)
+        if num_frames < needed:
+            raise ValueError(f"the clip plan needs {needed} frames per video, the batch has {num_frames}; "
+                             "check model.clips against the data's frame count")
+        v, c, _, h, w = videos.shape
+        clips = videos[:, :, self.clip_frame_indices]  # (V, 3, clips, L, H, W)
+        num_clips, length = self.clip_frame_indices.shape
+        clips = clips.permute(0, 2, 1, 3, 4, 5).reshape(v * num_clips, c, length, h, w)
+        features = self.backbone(clips).reshape(v, num_clips, -1)
+        m = self.base_plan.num_clips
+        return features[:, :m], (features[:, m:] if self.aux_plan is not None else None)
+
+    # ------------------------------------------------------------------------------------- heads
+    def encode(self, base_features: torch.Tensor, aux_features: torch.Tensor | None = None) -> VideoEncoding:
+        """Clip features of V videos -> their tokens, direct score and action-type logits."""
+        base_tokens = self.attention(base_features)
+        aux_tokens, tokens = None, base_tokens
+        if self.expansion is not None:
+            if aux_features is None:
+                raise ValueError("the two-path model needs auxiliary clip features")
+            aux_tokens = self.attention(self.expansion(aux_features))
+            tokens = self.fusion(base_tokens, aux_tokens)
+        direct = self.direct_regressor(base_tokens) if self.direct_regressor is not None else None
+        logits = self.classifier(base_tokens) if self.classifier is not None else None
+        return VideoEncoding(base_tokens, aux_tokens, tokens, direct, logits)
+
+    def difference(self, query_tokens: torch.Tensor, exemplar_tokens: torch.Tensor) -> torch.Tensor:
+        """Difference score (Eq. 5-6) of query tokens (B, L, d) against exemplar tokens (B, L', d)."""
+        return self.difference_regressor(self.contrast(query_tokens, exemplar_tokens))
+
+    def self_difference(self, encoding: VideoEncoding) -> torch.Tensor | None:
+        """Self-difference (Eq. 14): a video's base path against its auxiliary path."""
+        if encoding.aux_tokens is None:
+            return None
+        return self.difference(encoding.base_tokens, encoding.aux_tokens)
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, query: torch.Tensor, exemplar: torch.Tensor) -> PairOutput:
+        """Query and exemplar videos (B, 3, T, H, W) -> everything the losses need."""
+        if query.shape != exemplar.shape:
+            raise ValueError(f"query {tuple(query.shape)} and exemplar {tuple(exemplar.shape)} differ in shape")
+        base, aux = self.extract_clip_features(torch.cat([query, exemplar]))
+        b = query.shape[0]
+        split = (lambda t: None if t is None else (t[:b], t[b:]))
+        base_q, base_e = split(base)
+        aux_q, aux_e = split(aux) if aux is not None else (None, None)
+        return self.forward_features(base_q, aux_q, base_e, aux_e)
+
+    def forward_features(self, query_base: torch.Tensor, query_aux: torch.Tensor | None,
+                         exemplar_base: torch.Tensor, exemplar_aux: torch.Tensor | None) -> PairOutput:
+        """The pair forward from clip features (B, M, F) / (B, N, F)."""
+        b = query_base.shape[0]
+        both_aux = None if query_aux is None else torch.cat([query_aux, exemplar_aux])
+        encoding = self.encode(torch.cat([query_base, exemplar_base]), both_aux)
+        query, exemplar = encoding.select(slice(0, b)), encoding.select(slice(b, None))
+        # both directions in one decoder call: Q attends to E, and E to Q
+        deltas = self.difference(torch.cat([query.tokens, exemplar.tokens]),
+                                 torch.cat([exemplar.tokens, query.tokens]))
+        self_delta = self.self_difference(encoding)
+        return PairOutput(
+            query=query, exemplar=exemplar, delta=deltas[:b], delta_reverse=deltas[b:],
+            self_delta_query=None if self_delta is None else self_delta[:b],
+            self_delta_exemplar=None if self_delta is None else self_delta[b:],
+        )
+
+    # ------------------------------------------------------------------------------------ voting
+    def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor,
+             exemplar_scores: torch.Tensor) -> VoteOutput:
+        """K-exemplar voting (Eq. 11) and the final score (Eq. 3).
+
+        query: encodings of B queries; exemplar_tokens (B, K, L, d); exemplar_scores (B, K) in the
+        model's score space. Without direct regression (baseline) the final score is s_hat^2.
+        """
+        b, k = exemplar_scores.shape
+        if exemplar_tokens.shape[:2] != (b, k):
+            raise ValueError(f"exemplar_tokens {tuple(exemplar_tokens.shape)} do not match exemplar_scores "
+                             f"{tuple(exemplar_scores.shape)}")
+        if k < 1:
+            raise ValueError("voting needs K >= 1 exemplars")
+        query_tokens = query.tokens.unsqueeze(1).expand(b, k, *query.tokens.shape[1:])
+        deltas = self.difference(query_tokens.reshape(b * k, *query.tokens.shape[1:]),
+                                 exemplar_tokens.reshape(b * k, *exemplar_tokens.shape[2:])).reshape(b, k)
+        contrastive = (deltas + exemplar_scores).mean(dim=1)
+        score = contrastive if query.direct is None else (query.direct + contrastive) / 2
+        return VoteOutput(score=score, direct=query.direct, contrastive=contrastive, deltas=deltas)
+
+    # ----------------------------------------------------------------------------- optimisation
+    def parameter_groups(self, backbone_lr: float = 1e-4, head_lr: float = 1e-3) -> list[dict]:
+        """Adam groups of the paper: I3D at 1e-4, everything else at 1e-3."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        heads = [p for p in self.parameters() if id(p) not in backbone_ids and p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        return [{"params": backbone, "lr": backbone_lr, "name": "backbone"},
+                {"params": heads, "lr": head_lr, "name": "heads"}]
