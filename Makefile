@@ -5,7 +5,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .install.stamp
 
-.PHONY: install test test-fast lint clean
+.PHONY: install train test test-fast lint clean
 
 install: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[dev]"
 	touch $(STAMP)
+
+# the default run: the real model at a reduced size on the embedded synthetic data
+train: install
+	$(PYTHON) -m t2cr.cli.train experiment=smoke
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -194,3 +194,15 @@ def test_paper_size_pair_with_real_i3d():
     assert base.shape == (1, 10, 1024) and aux.shape == (1, 8, 1024)
     assert out.query.tokens.shape == (1, 20, 64) and out.query.logits.shape == (1, 58)
     assert torch.isfinite(out.delta).all()
+
+
+def test_vote_mask_ignores_padding():
+    model = tiny_model().eval()
+    with torch.no_grad():
+        q = model.encode(*model.extract_clip_features(random_videos(1, 103)[0]))
+        e = model.encode(*model.extract_clip_features(torch.randn(3, 3, 103, 16, 16)))
+        tokens = e.tokens.unsqueeze(0)
+        scores = torch.tensor([[1.0, 2.0, 50.0]])
+        masked = model.vote(q, tokens, scores, torch.tensor([[True, True, False]]))
+        first_two = model.vote(q, tokens[:, :2], scores[:, :2])
+    torch.testing.assert_close(masked.contrastive, first_two.contrastive)

@@ -15,5 +15,7 @@ def to_dataclass(schema: type[T], section: Mapping[str, Any] | DictConfig | None
 
     Unknown keys and wrongly typed values fail here, with OmegaConf naming the key.
     """
+    if isinstance(section, DictConfig):
+        section = OmegaConf.to_container(section, resolve=True)  # interpolations point outside the section
     merged = OmegaConf.merge(OmegaConf.structured(schema), section or {})
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

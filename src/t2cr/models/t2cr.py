@@ -238,12 +238,13 @@ class T2CR(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------ voting
-    def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor,
-             exemplar_scores: torch.Tensor) -> VoteOutput:
+    def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor, exemplar_scores: torch.Tensor,
+             exemplar_mask: torch.Tensor | None = None) -> VoteOutput:
         """K-exemplar voting (Eq. 11) and the final score (Eq. 3).
 
         query: encodings of B queries; exemplar_tokens (B, K, L, d); exemplar_scores (B, K) in the
-        model's score space. Without direct regression (baseline) the final score is s_hat^2.
+        model's score space; exemplar_mask (B, K) marks the exemplars that count (padding of pools
+        smaller than K). Without direct regression (baseline) the final score is s_hat^2.
         """
         b, k = exemplar_scores.shape
         if exemplar_tokens.shape[:2] != (b, k):
@@ -254,7 +255,12 @@ class T2CR(nn.Module):
         query_tokens = query.tokens.unsqueeze(1).expand(b, k, *query.tokens.shape[1:])
         deltas = self.difference(query_tokens.reshape(b * k, *query.tokens.shape[1:]),
                                  exemplar_tokens.reshape(b * k, *exemplar_tokens.shape[2:])).reshape(b, k)
-        contrastive = (deltas + exemplar_scores).mean(dim=1)
+        votes = deltas + exemplar_scores
+        if exemplar_mask is None:
+            contrastive = votes.mean(dim=1)
+        else:
+            weights = exemplar_mask.to(votes.dtype)
+            contrastive = (votes * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
         score = contrastive if query.direct is None else (query.direct + contrastive) / 2
         return VoteOutput(score=score, direct=query.direct, contrastive=contrastive, deltas=deltas)
 

@@ -1,0 +1,70 @@
+"""t2cr-eval ckpt_path=...: K-exemplar evaluation of a checkpoint on data.* -> metrics.json.
+
+    t2cr-eval ckpt_path=outputs/smoke/<stamp>/checkpoints/last.ckpt
+    t2cr-eval ckpt_path=... trainer=ddp_cpu          # same numbers from two processes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from t2cr.module import T2CRModule
+from t2cr.plots import scatter_plot
+from t2cr.run import (
+    CONF_DIR,
+    build_datamodule,
+    build_trainer,
+    start_other_ranks,
+    write_json,
+    write_predictions_csv,
+)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist")
+    module = T2CRModule.from_checkpoint(str(ckpt))
+    datamodule = build_datamodule(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.eval")
+    try:
+        return _test(cfg, run_dir, module, datamodule, resolved, ckpt)
+    finally:
+        if ranks is not None:
+            ranks.finish()
+
+
+def _test(cfg: DictConfig, run_dir: Path, module: T2CRModule, datamodule, resolved: dict[str, Any],
+          ckpt: Path) -> dict[str, Any]:
+    trainer = build_trainer(cfg, logger=False, callbacks=[], run_dir=run_dir)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results: dict[str, Any] = {**module.metrics.get("test", {}), "checkpoint": str(ckpt),
+                               "world_size": trainer.world_size}
+    if trainer.is_global_zero:
+        rows = module.predictions.get("test", [])
+        keys = [s.key_str for s in datamodule.samples("test")]
+        OmegaConf.save(resolved, run_dir / "config.yaml")
+        write_json(run_dir / "metrics.json", results)
+        write_predictions_csv(run_dir / "predictions_test.csv", rows, keys)
+        scatter_plot([r["true"] for r in rows], [r["pred"] for r in rows], run_dir / "scatter_test.png",
+                     f"{ckpt.name}: test Spearman {results.get('test/spearman', float('nan')):.4f}")
+        print(f"test Spearman {results.get('test/spearman', float('nan')):.4f}  "
+              f"R-l2(x100) {results.get('test/rl2', float('nan')):.4f}  L2 {results.get('test/l2', float('nan')):.4f}")
+        print(f"outputs: {run_dir}")
+    return results
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""t2cr-train: fit T2CR, test the last and the best checkpoints, write the run's outputs.
+
+    t2cr-train experiment=smoke                      # the default run (make train)
+    t2cr-train data=mtl_aqa model.backbone.checkpoint=/path/model_rgb.pth
+    t2cr-train hydra.run.dir=outputs/smoke/<stamp> resume=true    # continue from last.ckpt
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from t2cr.bank import BANK_KEY, add_to_checkpoint, build_exemplar_bank
+from t2cr.module import T2CRModule
+from t2cr.plots import scatter_plot
+from t2cr.run import (
+    CONF_DIR,
+    build_callbacks,
+    build_datamodule,
+    build_logger,
+    build_trainer,
+    start_other_ranks,
+    write_json,
+    write_predictions_csv,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint that `resume=true` / `ckpt_path=...` asks to continue from."""
+    wanted = cfg.ckpt_path
+    if cfg.resume or wanted == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"resume asked for {path}, which does not exist: pass the folder of the run to continue as "
+                f"hydra.run.dir=<run folder> (it holds checkpoints/last.ckpt), or drop resume=true")
+        return str(path)
+    if wanted:
+        if not Path(wanted).is_file():
+            raise FileNotFoundError(f"ckpt_path={wanted} does not exist")
+        return str(wanted)
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    if cfg.model.action_classifier:
+        cfg.model.num_action_types = datamodule.num_action_types
+    resume_from = resume_checkpoint(cfg, run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")
+    try:
+        return _fit_and_test(cfg, run_dir, datamodule, resolved, resume_from)
+    finally:
+        if ranks is not None:
+            ranks.finish()
+
+
+def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str, Any],
+                  resume_from: str | None) -> dict[str, Any]:
+    logger = build_logger(cfg, run_dir, f"{cfg.name}-{run_dir.name}")
+    callbacks, checkpoint = build_callbacks(cfg, run_dir)
+    trainer = build_trainer(cfg, logger, callbacks, run_dir)
+    module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"])
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results: dict[str, Any] = dict(module.metrics.get("test", {}))
+    last_rows = module.predictions.get("test", [])
+    last_path = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+    bank_k, seed = datamodule.config.voting_exemplars, cfg.seed
+    if trainer.is_global_zero and last_path and last_path.is_file():
+        add_to_checkpoint(last_path, BANK_KEY, build_exemplar_bank(module.model, datamodule, bank_k, seed,
+                                                                   module.device))
+    trainer.strategy.barrier()
+
+    best_rows: list[dict[str, float]] = []
+    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if cfg.test_best and best_path and best_path.is_file():
+        trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), verbose=False)
+        results.update({f"best/{k}": v for k, v in module.metrics.get("test", {}).items()})
+        best_rows = module.predictions.get("test", [])
+        if trainer.is_global_zero:
+            add_to_checkpoint(best_path, BANK_KEY, build_exemplar_bank(module.model, datamodule, bank_k, seed,
+                                                                       module.device))
+        trainer.strategy.barrier()
+
+    if not trainer.is_global_zero:
+        return results
+    results.update({
+        "best_epoch": int(module.best.get("epoch", -1)),
+        "best_selected_on": "val" if datamodule.has_split("val") else "test",
+        "best/val/spearman": module.best.get("val/spearman"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "last_checkpoint": str(last_path) if last_path else None,
+        "best_checkpoint": str(best_path) if best_path else None,
+    })
+    OmegaConf.save(resolved, run_dir / "config.yaml")
+    write_json(run_dir / "metrics.json", results)
+    keys = [s.key_str for s in datamodule.samples("test")]
+    write_predictions_csv(run_dir / "predictions_test.csv", last_rows, keys)
+    plot = scatter_plot([r["true"] for r in last_rows], [r["pred"] for r in last_rows],
+                        run_dir / "scatter_test.png",
+                        f"{cfg.name}: test Spearman {results.get('test/spearman', float('nan')):.4f}, "
+                        f"R-l2 {results.get('test/rl2', float('nan')):.3f}")
+    if best_rows:
+        write_predictions_csv(run_dir / "predictions_test_best.csv", best_rows, keys)
+    _log_to_wandb(logger, plot, last_rows, keys, results)
+    _print_summary(run_dir, results)
+    return results
+
+
+def _log_to_wandb(logger: Any, plot: Path, rows: list[dict[str, float]], keys: list[str],
+                  results: dict[str, Any]) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    logger.experiment.log({"test/scatter": wandb.Image(str(plot))})
+    logger.log_table("test/predictions", columns=["key", "true", "pred", "direct", "contrastive"],
+                     data=[[keys[r["index"]], r["true"], r["pred"], r["direct"], r["contrastive"]] for r in rows])
+    for name, value in results.items():
+        if isinstance(value, (int, float)):
+            logger.experiment.summary[f"final/{name}"] = value
+    wandb.finish()  # sweep jobs in one process each get their own run
+
+
+def _print_summary(run_dir: Path, results: dict[str, Any]) -> None:
+    line = (f"test Spearman {results.get('test/spearman', float('nan')):.4f}  "
+            f"R-l2(x100) {results.get('test/rl2', float('nan')):.4f}  L2 {results.get('test/l2', float('nan')):.4f}")
+    if "best/test/spearman" in results:
+        line += (f"  |  best epoch {results['best_epoch']} (on {results['best_selected_on']}): "
+                 f"test Spearman {results['best/test/spearman']:.4f}")
+    print(line)
+    print(f"outputs: {run_dir}  (metrics.json, config.yaml, checkpoints/, scatter_test.png, predictions_test.csv)")
+    sys.stdout.flush()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    torch.set_float32_matmul_precision("high")
+    results = train(cfg)
+    return results.get("test/spearman")
+
+
+if __name__ == "__main__":
+    main()

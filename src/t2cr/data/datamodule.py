@@ -1,0 +1,287 @@
+"""PairDataModule: annotation -> Sample -> frame source -> frame selection -> transform -> batch.
+
+Training items are (query, exemplar) pairs; evaluation items are a query with its K voting
+exemplars. Every random choice of a training item (temporal shift, exemplar, crop, flip) is a pure
+function of (seed, epoch, index), and the voting exemplars of a sample a pure function of (seed,
+key), so a run is reproducible whatever the number of workers or processes, and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from t2cr.data.annotations import read_annotations
+from t2cr.data.exemplars import ExemplarPools, stable_rng
+from t2cr.data.frames import JpegFolderSource
+from t2cr.data.samples import Sample
+from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+from t2cr.data.transforms import TransformConfig, VideoTransform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    format: str = "mtl_aqa"  # annotation reader (t2cr.data.annotations.READERS)
+    annotations: str = "data/synthetic/annotations"  # folder with the official annotation files
+    root: str = "data/synthetic/frames"  # frames
+    frame_pattern: str = "{folder}/{frame:06d}.jpg"
+    split_id: int = 0
+    num_frames: int = 32  # frames per video handed to the model
+    frame_selection: str = "end_aligned"  # end_aligned (MTL-AQA: frames ending at end_frame) | linspace
+    train_shift: int = 0  # end_aligned: end shifted by a random integer in [-shift, shift] in training
+    exemplar_rule: str = "difficulty"  # difficulty | action_type | group | random
+    divide_by_difficulty: bool = True  # regress score / difficulty, multiply back (MTL-AQA w/ DD)
+    voting_exemplars: int = 10  # K
+    small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members
+    val_fraction: float = 0.0  # seeded validation split carved from train
+    batch_size: int = 4  # global, over all processes
+    eval_batch_size: int = 2  # global
+    num_workers: int = 2
+    seed: int = 0
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) so that items can seed their randomness; shards across processes.
+
+    Training: a permutation seeded by (seed, epoch), padded to a multiple of the world size (as a
+    DistributedSampler would). Evaluation: in order, no padding, rank r takes r, r + W, ...
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        order = stable_rng(self.seed, "order", self.epoch).permutation(self.size).tolist()
+        padded = math.ceil(self.size / self.world_size) * self.world_size
+        return order + order[: padded - self.size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self._order()[self.rank :: self.world_size]])
+
+    def __len__(self) -> int:
+        return len(self._order()[self.rank :: self.world_size])
+
+
+class _VideoReader:
+    """Frame selection + decoding + transform of one sample."""
+
+    def __init__(self, config: DataConfig) -> None:
+        self.config = config
+        self.source = JpegFolderSource(config.root, config.frame_pattern)
+        self.transform = VideoTransform(config.transform)
+
+    def frame_numbers(self, sample: Sample, rng: np.random.Generator | None) -> np.ndarray:
+        t = self.config.num_frames
+        if self.config.frame_selection == "end_aligned":
+            shift = 0
+            if rng is not None and self.config.train_shift:
+                shift = int(rng.integers(-self.config.train_shift, self.config.train_shift + 1))
+            end = sample.end_frame + shift
+            return np.maximum(np.arange(end - t + 1, end + 1), 0)
+        if self.config.frame_selection == "linspace":
+            return np.linspace(sample.start_frame, sample.end_frame, t).round().astype(int)
+        raise ValueError(f"unknown data.frame_selection {self.config.frame_selection!r}; "
+                         "expected 'end_aligned' or 'linspace'")
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None) -> torch.Tensor:
+        frames = self.source.read(sample.frames, self.frame_numbers(sample, rng))
+        return self.transform(frames, rng)
+
+
+class ScoreSpace:
+    """Model targets: score / difficulty with DD (the prediction is multiplied back), else score."""
+
+    def __init__(self, divide_by_difficulty: bool) -> None:
+        self.divide_by_difficulty = divide_by_difficulty
+
+    def scale(self, sample: Sample) -> float:
+        if not self.divide_by_difficulty:
+            return 1.0
+        if not sample.difficulty:
+            raise ValueError(f"sample {sample.key_str} has no difficulty; set data.divide_by_difficulty=false")
+        return float(sample.difficulty)
+
+    def target(self, sample: Sample) -> float:
+        return sample.score / self.scale(sample)
+
+
+class PairTrainDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: _VideoReader,
+                 labels: dict[str, int], scores: ScoreSpace, seed: int) -> None:
+        self.samples, self.pools, self.reader = list(samples), pools, reader
+        self.labels, self.scores, self.seed = labels, scores, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        epoch, index = item
+        rng = stable_rng(self.seed, "train", epoch, index)
+        query = self.samples[index]
+        exemplar = self.pools.train[self.pools.draw_training(query, rng)]
+        return {
+            "query": self.reader(query, rng), "exemplar": self.reader(exemplar, rng),
+            "query_score": torch.tensor(self.scores.target(query), dtype=torch.float32),
+            "exemplar_score": torch.tensor(self.scores.target(exemplar), dtype=torch.float32),
+            "query_label": self.labels.get(query.action_type, -1),
+            "exemplar_label": self.labels.get(exemplar.action_type, -1),
+            "index": index,
+        }
+
+
+class VotingDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
+                 pools: ExemplarPools, reader: _VideoReader, labels: dict[str, int], scores: ScoreSpace) -> None:
+        self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
+        self.reader, self.labels, self.scores = reader, labels, scores
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        _, index = item
+        sample = self.samples[index]
+        chosen, mask = self.exemplars[index]
+        exemplars = [self.pools.train[i] for i in chosen]
+        return {
+            "query": self.reader(sample, None),
+            "exemplars": torch.stack([self.reader(e, None) for e in exemplars]),
+            "exemplar_scores": torch.tensor([self.scores.target(e) for e in exemplars], dtype=torch.float32),
+            "exemplar_mask": torch.tensor(mask),
+            "true_score": torch.tensor(sample.score, dtype=torch.float64),
+            "scale": torch.tensor(self.scores.scale(sample), dtype=torch.float64),
+            "label": self.labels.get(sample.action_type, -1),
+            "index": index,
+        }
+
+
+class PairDataModule(pl.LightningDataModule):
+    def __init__(self, config: DataConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scores = ScoreSpace(config.divide_by_difficulty)
+        self._splits: dict[str, list[Sample]] | None = None
+        if not 0.0 <= config.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {config.val_fraction}")
+
+    # ------------------------------------------------------------------------------ preparation
+    def prepare_data(self) -> None:
+        if self.config.synthetic is not None:
+            ensure_synthetic_dataset(self.config.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        self.prepare_data()  # idempotent; makes setup() enough outside a Trainer
+        official = read_annotations(self.config.format, self.config.annotations, split_id=self.config.split_id)
+        train, test = official["train"], official["test"]
+        val: list[Sample] = []
+        if self.config.val_fraction > 0:
+            order = stable_rng(self.config.seed, "val_split").permutation(len(train))
+            cut = max(1, round(len(train) * self.config.val_fraction))
+            val = [train[i] for i in sorted(order[:cut])]
+            train = [train[i] for i in sorted(order[cut:])]
+        self._splits = {"train": train, "val": val, "test": test}
+        types = sorted({s.action_type for s in train + val + test if s.action_type is not None})
+        self.action_types = types
+        self.labels = {t: i for i, t in enumerate(types)}
+        self.pools = ExemplarPools(train, self.config.exemplar_rule)
+        self._voting: dict[str, list[tuple[list[int], list[bool]]]] = {}
+        for split in ("val", "test"):
+            samples = self._splits[split]
+            small = self.pools.small_pool_samples(samples, self.config.voting_exemplars)
+            if small:
+                log.warning("%d %s samples have fewer than K=%d exemplars in their pool (policy %r): %s",
+                            len(small), split, self.config.voting_exemplars, self.config.small_pool_policy,
+                            ", ".join(small[:20]) + (" ..." if len(small) > 20 else ""))
+            self._voting[split] = [
+                self.pools.voting(s, self.config.voting_exemplars, self.config.seed, self.config.small_pool_policy)
+                for s in samples
+            ]
+        self.reader = _VideoReader(self.config)
+
+    # ------------------------------------------------------------------------------ inspection
+    @property
+    def num_action_types(self) -> int:
+        self.setup()
+        return len(self.action_types)
+
+    def samples(self, split: str) -> list[Sample]:
+        """The split's sample records, without reading any frame."""
+        self.setup()
+        if split not in self._splits:
+            raise KeyError(f"unknown split {split!r}; expected one of {sorted(self._splits)}")
+        return list(self._splits[split])
+
+    def voting_exemplars(self, split: str) -> dict[str, list[str]]:
+        """Sample key -> the keys of its K voting exemplars (masked padding left out)."""
+        self.setup()
+        return {
+            s.key_str: [self.pools.train[i].key_str for i, keep in zip(*choice) if keep]
+            for s, choice in zip(self._splits[split], self._voting[split])
+        }
+
+    def has_split(self, split: str) -> bool:
+        self.setup()
+        return bool(self._splits.get(split))
+
+    # ------------------------------------------------------------------------------ loaders
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _per_process(self, global_batch: int, what: str) -> int:
+        _, world = self._rank_world()
+        if global_batch % world:
+            raise ValueError(f"data.{what}={global_batch} is global and must be divisible by the "
+                             f"{world} processes")
+        return global_batch // world
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world = self._rank_world()
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size,
+            sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world),
+            num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        dataset = PairTrainDataset(self._splits["train"], self.pools, self.reader, self.labels, self.scores,
+                                   self.config.seed)
+        return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True)
+
+    def _voting_loader(self, split: str) -> DataLoader:
+        self.setup()
+        dataset = VotingDataset(self._splits[split], self._voting[split], self.pools, self.reader, self.labels,
+                                self.scores)
+        return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._voting_loader("val" if self.has_split("val") else "test")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._voting_loader("test")

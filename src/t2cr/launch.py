@@ -1,0 +1,108 @@
+"""Start the other DDP processes of one job ourselves, each re-running exactly this job's config.
+
+Lightning's own launcher re-runs the script with the original command line; under a Hydra multirun
+that makes every rank walk the whole sweep, with its own timestamp and, with an adaptive sweeper,
+different hyper-parameters. Here rank 0 writes the job's resolved config and starts ranks
+1..devices-1 on that file, with the environment that Lightning's LightningEnvironment reads
+(LOCAL_RANK set means "processes are created externally", so Lightning spawns nothing itself).
+Clusters that start every process themselves (SLURM tasks, torchrun) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def launched_externally() -> bool:
+    if any(v in os.environ for v in EXTERNAL_LAUNCH_VARS):
+        return True
+    # SLURM starts one task per process when ntasks matches the devices (submitit launcher)
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _watch(children: list[subprocess.Popen]) -> None:
+    """If a child rank dies with an error, end this process too instead of hanging in a collective."""
+    while True:
+        for child in children:
+            code = child.poll()
+            if code not in (None, 0):
+                log.error("DDP rank process %d exited with code %d; stopping the job", child.pid, code)
+                for other in children:
+                    if other.poll() is None:
+                        other.kill()
+                os._exit(code)
+        if all(child.poll() is not None for child in children):
+            return
+        time.sleep(1.0)
+
+
+class LocalRanks:
+    """The other local ranks of one job; `finish()` waits for them and restores this process.
+
+    A Hydra multirun runs several jobs in one process, so each job's rendezvous variables and
+    process group must be gone before the next job starts.
+    """
+
+    _VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+
+    def __init__(self, children: list[subprocess.Popen], saved_env: dict[str, str | None]) -> None:
+        self.children, self.saved_env = children, saved_env
+
+    def finish(self, timeout: float = 300) -> None:
+        import torch.distributed as dist
+
+        try:
+            for child in self.children:
+                code = child.wait(timeout=timeout)
+                if code != 0:
+                    raise RuntimeError(f"DDP rank process {child.pid} exited with code {code}")
+        finally:
+            for child in self.children:
+                if child.poll() is None:
+                    child.kill()
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+            for name, value in self.saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, run_dir: Path,
+                       devices: int, num_nodes: int = 1) -> LocalRanks | None:
+    """Start local ranks 1..devices-1 of this node (rank 0 is the caller)."""
+    if devices <= 1 or launched_externally():
+        return None
+    if num_nodes > 1:
+        raise ValueError("several nodes need a cluster launcher: use hydra/launcher=slurm (one task per "
+                         "GPU) or torchrun, which start every process themselves")
+    saved = {name: os.environ.get(name) for name in LocalRanks._VARS}
+    os.environ.update({"MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": str(_free_port()),
+                       "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
+    children = []
+    for local_rank in range(1, devices):
+        env = {**os.environ, "LOCAL_RANK": str(local_rank)}
+        command = [sys.executable, "-m", entry_module, "--config-path", str(config_dir.resolve()),
+                   "--config-name", config_name, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",
+                   f"hydra.job.name=rank_{local_rank}"]
+        children.append(subprocess.Popen(command, env=env))
+    threading.Thread(target=_watch, args=(children,), daemon=True).start()
+    return LocalRanks(children, saved)

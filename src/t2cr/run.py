@@ -1,0 +1,166 @@
+"""Builders shared by the entry points: data module, logger, callbacks, trainer, output files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.strategies import DDPStrategy
+
+from t2cr.config import to_dataclass
+from t2cr.data.datamodule import DataConfig, PairDataModule
+from t2cr.launch import launch_local_ranks
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+WANDB_ID_FILE = "wandb_run_id.txt"
+MAX_DIRNAME = 120
+
+
+def job_dirname(override_dirname: str, seed: object) -> str:
+    """A sweep job's folder name from its overrides: paths dropped, the seed always in, length bounded.
+
+    Hydra's override_dirname holds every override; with data paths it outgrows file-name limits, and
+    without the seed two seeds of one setting would share a folder.
+    """
+    parts = [p for p in _split_top_level(override_dirname) if p and "/" not in p]
+    if not any(p.startswith("seed=") for p in parts):
+        parts.append(f"seed={seed}")
+    name = ",".join(sorted(parts))
+    if len(name) > MAX_DIRNAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        seed_part = f"seed={seed}"
+        name = f"{name[: MAX_DIRNAME - len(seed_part) - 10]}~{digest},{seed_part}"
+    return name.replace("/", "_")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets: 'a=[1,2],b=3' -> ['a=[1,2]', 'b=3']."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+if not OmegaConf.has_resolver("t2cr_dirname"):
+    OmegaConf.register_new_resolver("t2cr_dirname", job_dirname)
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 of the job, also before the Trainer exists (children carry a non-zero rank variable)."""
+    return all(os.environ.get(v, "0") == "0" for v in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK"))
+
+
+def build_datamodule(cfg: DictConfig) -> PairDataModule:
+    data = to_dataclass(DataConfig, cfg.data)
+    datamodule = PairDataModule(data)
+    datamodule.setup()
+    return datamodule
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, name: str) -> Any:
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if kind == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        id_file = run_dir / WANDB_ID_FILE
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()  # a resumed run continues the same W&B run
+        else:
+            run_id = uuid.uuid4().hex[:8]
+            if is_rank_zero():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(run_id + "\n")
+        return WandbLogger(
+            name=name, project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
+            offline=cfg.logger.mode == "offline", id=run_id, resume="allow", tags=list(cfg.logger.tags),
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    raise ValueError(f"unknown logger.kind {kind!r}; expected wandb, csv or none")
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+        monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=True, every_n_epochs=1,
+    )
+    callbacks: list[Callback] = [checkpoint]
+    progress = cfg.callbacks.progress
+    if progress == "rich":
+        callbacks.append(RichProgressBar())
+    elif progress == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    return callbacks, checkpoint
+
+
+def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_dir: Path) -> pl.Trainer:
+    t = cfg.trainer
+    strategy: Any = t.strategy
+    if strategy == "ddp":
+        strategy = DDPStrategy(process_group_backend=t.process_group_backend,
+                               timeout=timedelta(seconds=t.ddp_timeout_s))
+    return pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+        precision=t.precision, max_epochs=t.max_epochs, log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        limit_test_batches=t.limit_test_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
+        num_sanity_val_steps=t.num_sanity_val_steps, logger=logger, callbacks=callbacks,
+        enable_progress_bar=cfg.get("callbacks", {}).get("progress", "rich") != "none",
+        default_root_dir=str(run_dir), use_distributed_sampler=False,  # our samplers shard themselves
+    )
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[str]) -> None:
+    lines = ["key,index,true,pred,direct,contrastive"]
+    for row in rows:
+        lines.append(f"{keys[row['index']]},{row['index']},{row['true']:.6f},{row['pred']:.6f},"
+                     f"{row['direct']:.6f},{row['contrastive']:.6f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, entry_module: str):
+    """Under single-node DDP, rank 0 writes the job's resolved config and starts the other ranks on it.
+
+    Returns the handle whose `finish()` ends the job's DDP state (None when nothing was started).
+    """
+    trainer = cfg.trainer
+    devices = int(trainer.devices)
+    if devices == -1:
+        import torch
+
+        devices = torch.cuda.device_count() if trainer.accelerator in ("gpu", "cuda", "auto") else 1
+    if trainer.strategy != "ddp" or devices <= 1 or not is_rank_zero():
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(resolved, run_dir / "config.yaml")
+    return launch_local_ranks(entry_module, run_dir, "config", run_dir, devices, int(trainer.num_nodes))

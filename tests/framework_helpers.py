@@ -1,0 +1,43 @@
+"""Run the entry points in subprocesses on a tiny synthetic dataset (tiny backbone, few frames)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_overrides(data_root: Path) -> list[str]:
+    return [
+        "experiment=smoke", "logger=csv", "callbacks.progress=none",
+        f"data.synthetic.root={data_root}", f"data.annotations={data_root}/annotations",
+        f"data.root={data_root}/frames",
+        "data.synthetic.num_train=12", "data.synthetic.num_test=7", "data.synthetic.num_events=2",
+        "data.synthetic.height=32", "data.synthetic.width=32", "data.synthetic.frames_per_dive=16",
+        "data.num_frames=16", "data.transform.resize=[32,32]", "data.transform.crop=[28,28]",
+        "data.num_workers=0", "data.voting_exemplars=3", "data.batch_size=4", "data.eval_batch_size=2",
+        "model.backbone.name=tiny", "model.clips.clip_length=8", "model.clips.num_base_clips=3",
+        "model.clips.base_starts=[0,4,8]", "model.clips.aux_strategy=2-clip-avg1",
+        "trainer.max_epochs=2", "trainer.deterministic=true", "trainer.accelerator=cpu",
+    ]
+
+
+def run_cli(entry: str, overrides: list[str], cwd: Path, timeout: float = 300,
+            check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("T2CR_RUN_STAMP", "LOCAL_RANK", "WORLD_SIZE")}
+    env["PYTHONWARNINGS"] = "ignore"
+    env["WANDB_SILENT"] = "true"
+    result = subprocess.run([sys.executable, "-m", f"t2cr.cli.{entry}", *overrides], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"t2cr-{entry} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return result
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,60 @@
+"""Every config in conf/ composes, and its sections instantiate."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from t2cr.config import to_dataclass
+from t2cr.data.datamodule import DataConfig
+from t2cr.losses import LossConfig
+from t2cr.models.t2cr import T2CR, T2CRConfig, build_clip_plans
+from t2cr.module import OptimConfig
+from t2cr.run import CONF_DIR, build_trainer
+
+GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+          for group in ("data", "model", "loss", "optim", "trainer", "logger", "callbacks", "variant", "experiment")}
+
+
+def _compose(overrides, name="train"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def test_conf_dir_is_the_repository_conf():
+    assert CONF_DIR == Path(__file__).resolve().parents[1] / "conf"
+    assert all(GROUPS[g] for g in GROUPS), GROUPS
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_option_composes_and_instantiates(group, option):
+    cfg = _compose([f"{group}={option}"])
+    OmegaConf.resolve(cfg)
+    model = to_dataclass(T2CRConfig, cfg.model)
+    to_dataclass(LossConfig, cfg.loss)
+    to_dataclass(OptimConfig, cfg.optim)
+    to_dataclass(DataConfig, cfg.data)
+    build_clip_plans(model.clips, model.two_path)
+    if group == "trainer" and cfg.trainer.accelerator in ("cpu", "auto"):
+        trainer = build_trainer(cfg, logger=False, callbacks=[], run_dir=Path("/tmp"))
+        assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_smoke_experiment_builds_the_real_model():
+    cfg = _compose(["experiment=smoke", "model.num_action_types=6"])
+    model = T2CR(to_dataclass(T2CRConfig, cfg.model))
+    assert type(model.backbone).__name__ == "I3D" and model.config.two_path and model.classifier is not None
+    assert cfg.name == "smoke"
+
+
+def test_eval_and_score_configs_compose():
+    assert _compose(["ckpt_path=x.ckpt"], "eval").ckpt_path == "x.ckpt"
+    cfg = _compose(["ckpt_path=x.ckpt", "video=v.mp4", "pool=2.4"], "score")
+    assert cfg.pool == 2.4 and cfg.video == "v.mp4"
+
+
+def test_unknown_key_is_refused_with_its_name():
+    cfg = _compose(["+model.no_such_switch=true"])
+    with pytest.raises(Exception, match="no_such_switch"):
+        to_dataclass(T2CRConfig, cfg.model)

