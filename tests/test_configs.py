@@ -29,7 +29,8 @@ def test_conf_dir_is_the_repository_conf():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_option_composes_and_instantiates(group, option):
-    cfg = _compose([f"{group}={option}"])
+    required = ["data.annotations=/data/annotations", "data.root=/data/frames"] if group == "data" else []
+    cfg = _compose([f"{group}={option}", *required])
     OmegaConf.resolve(cfg)
     model = to_dataclass(T2CRConfig, cfg.model)
     to_dataclass(LossConfig, cfg.loss)
@@ -58,3 +59,13 @@ def test_unknown_key_is_refused_with_its_name():
     cfg = _compose(["+model.no_such_switch=true"])
     with pytest.raises(Exception, match="no_such_switch"):
         to_dataclass(T2CRConfig, cfg.model)
+
+
+def test_slurm_launcher_config_composes():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.nodes == 2 and launcher.gpus_per_node == 4
+    assert launcher.max_num_timeout > 0

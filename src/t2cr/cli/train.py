@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint that `resume=true` / `ckpt_path=...` asks to continue from."""
     wanted = cfg.ckpt_path
-    if cfg.resume or wanted == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.resume == "auto":  # requeued cluster jobs: continue when there is something to continue
+        return str(last) if last.is_file() else None
+    if cfg.resume is True or wanted == "last":
+        path = last
         if not path.is_file():
             raise FileNotFoundError(
                 f"resume asked for {path}, which does not exist: pass the folder of the run to continue as "
