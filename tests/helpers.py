@@ -49,3 +49,16 @@ def random_videos(batch: int, frames: int, size: int = 16, seed: int = 0) -> tup
         return torch.randn(shape, generator=generator) * 0.5 + offsets
 
     return draw(), draw()
+
+
+def shared_annotations() -> Path | None:
+    """The real annotation files (../shared/data/annotations beside the checkout, or $T2CR_ANNOTATIONS)."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for candidate in (os.environ.get("T2CR_ANNOTATIONS"), repo.parent / "shared" / "data" / "annotations",
+                      Path("/work/shared/data/annotations")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None

@@ -1,13 +1,16 @@
 from pathlib import Path
 
 import pytest
+from helpers import shared_annotations
 
 from t2cr.data.annotations import read_annotations
 from t2cr.data.exemplars import ExemplarPools
 from t2cr.data.samples import Sample
 
-MTL = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "MTL-AQA"
-needs_mtl = pytest.mark.skipif(not MTL.is_dir(), reason=f"real MTL-AQA annotations not found at {MTL}")
+ANNOTATIONS = shared_annotations()
+MTL = ANNOTATIONS / "MTL-AQA" if ANNOTATIONS else Path("MTL-AQA")
+needs_mtl = pytest.mark.skipif(not MTL.is_dir(), reason="real annotations not found (../shared/data/annotations "
+                               "beside the checkout, or set T2CR_ANNOTATIONS)")
 
 
 def _sample(key, difficulty, action="101A"):
