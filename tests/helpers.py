@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from t2cr.models.backbones import BackboneConfig
@@ -53,9 +56,6 @@ def random_videos(batch: int, frames: int, size: int = 16, seed: int = 0) -> tup
 
 def shared_annotations() -> Path | None:
     """The real annotation files (../shared/data/annotations beside the checkout, or $T2CR_ANNOTATIONS)."""
-    import os
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parents[1]
     for candidate in (os.environ.get("T2CR_ANNOTATIONS"), repo.parent / "shared" / "data" / "annotations",
                       Path("/work/shared/data/annotations")):
