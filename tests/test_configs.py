@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from t2cr.config import to_dataclass
-from t2cr.data.datamodule import DataConfig
+from t2cr.data.config import DataConfig
 from t2cr.losses import LossConfig
 from t2cr.models.t2cr import T2CR, T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig

@@ -4,6 +4,7 @@ import pytest
 from helpers import shared_annotations
 
 from t2cr.data.annotations import read_annotations
+from t2cr.data.config import DataConfig
 from t2cr.data.exemplars import ExemplarPools
 from t2cr.data.samples import Sample
 
@@ -20,7 +21,7 @@ def _sample(key, difficulty, action="101A"):
 
 @needs_mtl
 def test_mtl_aqa_split_sizes_and_fields():
-    splits = read_annotations("mtl_aqa", MTL, split_id=0)
+    splits = read_annotations(DataConfig(format="mtl_aqa", annotations=str(MTL), split_id=0))
     assert len(splits["train"]) == 1059 and len(splits["test"]) == 353
     assert not {s.key for s in splits["train"]} & {s.key for s in splits["test"]}
     assert len({s.action_type for s in splits["train"] + splits["test"]}) == 58
@@ -29,7 +30,7 @@ def test_mtl_aqa_split_sizes_and_fields():
 
 @needs_mtl
 def test_mtl_aqa_pools_by_difficulty_and_seeded_voting():
-    splits = read_annotations("mtl_aqa", MTL)
+    splits = read_annotations(DataConfig(format="mtl_aqa", annotations=str(MTL)))
     pools = ExemplarPools(splits["train"], "difficulty")
     for sample in splits["test"][:50]:
         chosen, mask = pools.voting(sample, 10, seed=0)

@@ -17,7 +17,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressB
 from pytorch_lightning.strategies import DDPStrategy
 
 from t2cr.config import to_dataclass
-from t2cr.data.datamodule import DataConfig, PairDataModule
+from t2cr.data.config import DataConfig
+from t2cr.data.datamodule import PairDataModule
 from t2cr.launch import launch_local_ranks
 
 log = logging.getLogger(__name__)

@@ -56,10 +56,17 @@ def _mtl_sample(key: tuple, entry: dict) -> Sample:
     )
 
 
-READERS: dict[str, Callable[..., Splits]] = {"mtl_aqa": read_mtl_aqa}
+READERS: dict[str, Callable[..., Splits]] = {
+    "mtl_aqa": lambda annotations, config: read_mtl_aqa(annotations, config.split_id),
+}
 
 
-def read_annotations(format_name: str, annotations: str | Path, **options) -> Splits:
-    if format_name not in READERS:
-        raise ValueError(f"unknown data.format {format_name!r}; known formats: {sorted(READERS)}")
-    return READERS[format_name](Path(annotations), **options)
+def read_annotations(config) -> Splits:
+    """The official train / test splits of `config.format` (a DataConfig) as Sample records."""
+    if config.format not in READERS:
+        raise ValueError(f"unknown data.format {config.format!r}; known formats: {sorted(READERS)}")
+    annotations = Path(config.annotations)
+    if not annotations.is_dir():
+        raise FileNotFoundError(f"data.annotations={annotations} is not a folder; point it at the folder holding "
+                                f"the official {config.format} annotation files")
+    return READERS[config.format](annotations, config)

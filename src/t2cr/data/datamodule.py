@@ -11,45 +11,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t2cr.data.annotations import read_annotations
+from t2cr.data.config import DataConfig
 from t2cr.data.exemplars import ExemplarPools, stable_rng
-from t2cr.data.frames import JpegFolderSource
+from t2cr.data.frames import build_frame_source
+from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
-from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
-from t2cr.data.transforms import TransformConfig, VideoTransform
+from t2cr.data.synthetic import ensure_synthetic_dataset
+from t2cr.data.transforms import VideoTransform
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataConfig:
-    name: str = "synthetic"
-    format: str = "mtl_aqa"  # annotation reader (t2cr.data.annotations.READERS)
-    annotations: str = "data/synthetic/annotations"  # folder with the official annotation files
-    root: str = "data/synthetic/frames"  # frames
-    frame_pattern: str = "{folder}/{frame:06d}.jpg"
-    split_id: int = 0
-    num_frames: int = 32  # frames per video handed to the model
-    frame_selection: str = "end_aligned"  # end_aligned (MTL-AQA: frames ending at end_frame) | linspace
-    train_shift: int = 0  # end_aligned: end shifted by a random integer in [-shift, shift] in training
-    exemplar_rule: str = "difficulty"  # difficulty | action_type | group | random
-    divide_by_difficulty: bool = True  # regress score / difficulty, multiply back (MTL-AQA w/ DD)
-    voting_exemplars: int = 10  # K
-    small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members
-    val_fraction: float = 0.0  # seeded validation split carved from train
-    batch_size: int = 4  # global, over all processes
-    eval_batch_size: int = 2  # global
-    num_workers: int = 2
-    seed: int = 0
-    transform: TransformConfig = field(default_factory=TransformConfig)
-    synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use
 
 
 class EpochSampler(Sampler):
@@ -81,32 +57,6 @@ class EpochSampler(Sampler):
         return len(self._order()[self.rank :: self.world_size])
 
 
-class _VideoReader:
-    """Frame selection + decoding + transform of one sample."""
-
-    def __init__(self, config: DataConfig) -> None:
-        self.config = config
-        self.source = JpegFolderSource(config.root, config.frame_pattern)
-        self.transform = VideoTransform(config.transform)
-
-    def frame_numbers(self, sample: Sample, rng: np.random.Generator | None) -> np.ndarray:
-        t = self.config.num_frames
-        if self.config.frame_selection == "end_aligned":
-            shift = 0
-            if rng is not None and self.config.train_shift:
-                shift = int(rng.integers(-self.config.train_shift, self.config.train_shift + 1))
-            end = sample.end_frame + shift
-            return np.maximum(np.arange(end - t + 1, end + 1), 0)
-        if self.config.frame_selection == "linspace":
-            return np.linspace(sample.start_frame, sample.end_frame, t).round().astype(int)
-        raise ValueError(f"unknown data.frame_selection {self.config.frame_selection!r}; "
-                         "expected 'end_aligned' or 'linspace'")
-
-    def __call__(self, sample: Sample, rng: np.random.Generator | None) -> torch.Tensor:
-        frames = self.source.read(sample.frames, self.frame_numbers(sample, rng))
-        return self.transform(frames, rng)
-
-
 class ScoreSpace:
     """Model targets: score / difficulty with DD (the prediction is multiplied back), else score."""
 
@@ -125,7 +75,7 @@ class ScoreSpace:
 
 
 class PairTrainDataset(Dataset):
-    def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: _VideoReader,
+    def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
                  labels: dict[str, int], scores: ScoreSpace, seed: int) -> None:
         self.samples, self.pools, self.reader = list(samples), pools, reader
         self.labels, self.scores, self.seed = labels, scores, seed
@@ -150,7 +100,7 @@ class PairTrainDataset(Dataset):
 
 class VotingDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
-                 pools: ExemplarPools, reader: _VideoReader, labels: dict[str, int], scores: ScoreSpace) -> None:
+                 pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace) -> None:
         self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
         self.reader, self.labels, self.scores = reader, labels, scores
 
@@ -192,7 +142,7 @@ class PairDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return
         self.prepare_data()  # idempotent; makes setup() enough outside a Trainer
-        official = read_annotations(self.config.format, self.config.annotations, split_id=self.config.split_id)
+        official = read_annotations(self.config)
         train, test = official["train"], official["test"]
         val: list[Sample] = []
         if self.config.val_fraction > 0:
@@ -217,7 +167,8 @@ class PairDataModule(pl.LightningDataModule):
                 self.pools.voting(s, self.config.voting_exemplars, self.config.seed, self.config.small_pool_policy)
                 for s in samples
             ]
-        self.reader = _VideoReader(self.config)
+        self.reader = SampleReader(build_frame_source(self.config), VideoTransform(self.config.transform),
+                                   self.config.num_frames, self.config.frame_selection, self.config.train_shift)
 
     # ------------------------------------------------------------------------------ inspection
     @property

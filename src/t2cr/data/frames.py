@@ -1,65 +1,164 @@
-"""Frame sources: where decoded uint8 frames (T, H, W, 3) come from."""
+"""Frame sources: where decoded uint8 frames (T, H, W, 3) of a sample come from.
+
+A source knows how many frames a sample's folder or video holds and reads a list of frame numbers.
+`data.source` picks one (jpeg | video); a prepared frame cache (t2cr-prepare) is read instead when
+it exists (see t2cr.data.cache).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
+from t2cr.data.samples import Sample
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class FrameSource(Protocol):
+    def frame_count(self, sample: Sample) -> int:
+        """Frames available for the sample (used when its annotation gives no frame range)."""
+
+    def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
+        """uint8 (len(frame_numbers), H, W, 3)."""
+
+
+def decode_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    except OSError as error:  # PIL's error for truncated or corrupt files
+        raise ValueError(f"cannot decode frame {path}: {error}") from error
+
 
 class JpegFolderSource:
-    """Frames stored as JPEG files named by a pattern, e.g. '{folder}/{frame:06d}.jpg' under a root."""
+    """Image files per sample folder.
 
-    def __init__(self, root: str | Path, pattern: str = "{folder}/{frame:06d}.jpg") -> None:
+    With a pattern (e.g. '{folder}/{frame:06d}.jpg') frame numbers are the numbers in the file names;
+    without one (None) the folder's images are listed in name order and frame numbers index that list
+    (the reference loaders of JIGSAWS and FineDiving glob the folder the same way).
+    """
+
+    def __init__(self, root: str | Path, pattern: str | None = "{folder}/{frame:06d}.jpg") -> None:
         self.root = Path(root)
         self.pattern = pattern
 
-    def path(self, folder: str, frame: int) -> Path:
-        return self.root / self.pattern.format(folder=folder, frame=frame)
+    def folder(self, sample: Sample) -> Path:
+        return self.root / sample.frames
 
-    def read(self, folder: str, frame_numbers: Sequence[int]) -> np.ndarray:
+    def listing(self, sample: Sample) -> list[Path]:
+        folder = self.folder(sample)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"frame folder {folder} of sample {sample.key_str} is missing "
+                                    f"(data.root={self.root})")
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def path(self, sample: Sample, frame: int) -> Path:
+        if self.pattern is None:
+            raise ValueError("a listing source has no per-frame path pattern")
+        return self.root / self.pattern.format(folder=sample.frames, frame=int(frame))
+
+    def frame_count(self, sample: Sample) -> int:
+        return len(self.listing(sample))
+
+    def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
+        if self.pattern is None:
+            files = self.listing(sample)
+            paths = []
+            for number in frame_numbers:
+                if not 0 <= number < len(files):
+                    raise FileNotFoundError(f"frame {number} of {self.folder(sample)} is missing: the folder "
+                                            f"holds {len(files)} images")
+                paths.append(files[number])
+        else:
+            paths = [self.path(sample, n) for n in frame_numbers]
         frames = []
-        for number in frame_numbers:
-            path = self.path(folder, int(number))
+        for path in paths:
             try:
-                with Image.open(path) as image:
-                    frames.append(np.asarray(image.convert("RGB")))
+                frames.append(decode_image(path))
             except FileNotFoundError:
-                raise FileNotFoundError(f"frame {path} is missing (data.root={self.root}, "
-                                        f"data.frame_pattern={self.pattern!r})") from None
+                raise FileNotFoundError(f"frame {path} of sample {sample.key_str} is missing (data.root="
+                                        f"{self.root}, data.frame_pattern={self.pattern!r})") from None
         return np.stack(frames)
 
 
-def read_video_file(path: str | Path) -> np.ndarray:
-    """All frames of a video file decoded with PyAV -> uint8 (T, H, W, 3)."""
+class VideoFileSource:
+    """One video file per sample ('{folder}.mp4' under the root); frame numbers are 0-based indices."""
+
+    def __init__(self, root: str | Path, pattern: str = "{folder}.mp4") -> None:
+        self.root = Path(root)
+        self.pattern = pattern
+
+    def path(self, sample: Sample) -> Path:
+        return self.root / self.pattern.format(folder=sample.frames)
+
+    def frame_count(self, sample: Sample) -> int:
+        import av
+
+        path = self._existing(sample)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for _ in container.decode(stream))
+
+    def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
+        path = self._existing(sample)
+        wanted = sorted({int(n) for n in frame_numbers})
+        decoded = decode_video(path, last_frame=wanted[-1])
+        missing = [n for n in wanted if n >= len(decoded) or n < 0]
+        if missing:
+            raise ValueError(f"video {path} of sample {sample.key_str} has {len(decoded)} frames; frames "
+                             f"{missing[:5]} were asked for")
+        return np.stack([decoded[int(n)] for n in frame_numbers])
+
+    def _existing(self, sample: Sample) -> Path:
+        path = self.path(sample)
+        if not path.is_file():
+            raise FileNotFoundError(f"video {path} of sample {sample.key_str} is missing (data.root={self.root}, "
+                                    f"data.video_pattern={self.pattern!r})")
+        return path
+
+
+def decode_video(path: str | Path, last_frame: int | None = None) -> list[np.ndarray]:
+    """Frames of a video file decoded with PyAV, stopping after `last_frame` when given."""
     import av
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} not found")
+    frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if last_frame is not None and len(frames) > last_frame:
+                    break
     except av.error.FFmpegError as error:
         raise ValueError(f"cannot decode video {path}: {error}") from error
     if not frames:
         raise ValueError(f"video {path} has no decodable frames")
-    return np.stack(frames)
+    return frames
+
+
+def read_video_file(path: str | Path) -> np.ndarray:
+    """All frames of a video file -> uint8 (T, H, W, 3)."""
+    return np.stack(decode_video(path))
 
 
 def read_frame_folder(path: str | Path) -> np.ndarray:
     """Every image of a folder in name order -> uint8 (T, H, W, 3)."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no .jpg/.png frames in {path}")
-    frames = []
-    for file in files:
-        with Image.open(file) as image:
-            frames.append(np.asarray(image.convert("RGB")))
-    return np.stack(frames)
+    return np.stack([decode_image(f) for f in files])
 
 
 def read_any_video(path: str | Path) -> np.ndarray:
@@ -70,3 +169,12 @@ def read_any_video(path: str | Path) -> np.ndarray:
 def linspace_indices(num_available: int, num_frames: int) -> np.ndarray:
     """num_frames indices spread evenly over num_available frames (repeats when there are fewer)."""
     return np.linspace(0, num_available - 1, num_frames).round().astype(int)
+
+
+def build_frame_source(config) -> FrameSource:
+    """The raw source of `data.source` (the frame cache wraps it in t2cr.data.cache when present)."""
+    if config.source == "jpeg":
+        return JpegFolderSource(config.root, config.frame_pattern)
+    if config.source == "video":
+        return VideoFileSource(config.root, config.video_pattern)
+    raise ValueError(f"unknown data.source {config.source!r}; expected 'jpeg' or 'video'")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 class Sample:
     """One annotated video.
 
-    `frames` locates the frames for the frame source: a folder relative to `data.root` (or a video
-    file); `start_frame` / `end_frame` (inclusive) are frame numbers inside it.
+    `frames` locates the frames for the frame source: a folder relative to `data.root` (or the stem
+    of a video file); `start_frame` / `end_frame` (inclusive) are frame numbers inside it.
     """
 
     key: Hashable
@@ -19,8 +19,8 @@ class Sample:
     difficulty: float | None
     action_type: str | None
     frames: str
-    start_frame: int
-    end_frame: int
+    start_frame: int | None = None  # None: the source's first frame
+    end_frame: int | None = None  # inclusive; None: the source's last frame (e.g. a listed folder)
     group: str | None = None  # AQA-7 class / JIGSAWS task where a dataset has several
 
     @property

@@ -1,0 +1,45 @@
+"""DataConfig: the schema of `conf/data/*.yaml`. A dataset is these fields, not a code path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from t2cr.data.synthetic import SyntheticConfig
+from t2cr.data.transforms import TransformConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    format: str = "mtl_aqa"  # annotation reader: t2cr.data.annotations.READERS
+    annotations: str = "data/synthetic/annotations"  # folder with the official annotation files
+    root: str = "data/synthetic/frames"  # frames (source=jpeg) or videos (source=video)
+    # reader options; each reader uses the ones its dataset has
+    split_id: int = 0  # MTL-AQA split
+    fold: int | None = None  # JIGSAWS: the test fold of the 4-fold cross-validation
+    task: str | None = None  # JIGSAWS: Suturing | Needle_Passing | Knot_Tying
+    classes: list[int] | None = None  # AQA-7: class indices (1-6); one model per class in the paper
+    # frames
+    source: str = "jpeg"  # jpeg | video
+    frame_pattern: str | None = "{folder}/{frame:06d}.jpg"  # None: list the folder's images in name order
+    video_pattern: str = "{folder}.mp4"
+    cache_dir: str | None = None  # uint8 frame cache written by t2cr-prepare
+    use_cache: str = "auto"  # auto: read the cache when it is complete | never | require
+    check: bool = True  # check every sample's frames exist before training
+    skip_missing: bool = False  # drop (and log) samples with missing frames instead of refusing to start
+    num_frames: int = 32  # frames per video handed to the model
+    frame_selection: str = "end_aligned"  # end_aligned (MTL-AQA: frames ending at end_frame) | linspace
+    train_shift: int = 0  # end_aligned: end shifted by a random integer in [-shift, shift] in training
+    # exemplars and scores
+    exemplar_rule: str = "difficulty"  # difficulty | action_type | group | random
+    divide_by_difficulty: bool = True  # regress score / difficulty, multiply back (MTL-AQA w/ DD)
+    voting_exemplars: int = 10  # K
+    small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members
+    val_fraction: float = 0.0  # seeded validation split carved from train
+    # loading
+    batch_size: int = 4  # global, over all processes
+    eval_batch_size: int = 2  # global
+    num_workers: int = 2
+    seed: int = 0
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use
