@@ -69,3 +69,10 @@ def test_slurm_launcher_config_composes():
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.nodes == 2 and launcher.gpus_per_node == 4
     assert launcher.max_num_timeout > 0
+
+
+@pytest.mark.parametrize("preset,resize", [("paper", [128, 228]), ("reference", [228, 128])])
+def test_transform_presets(preset, resize):
+    cfg = _compose(["data=mtl_aqa", f"data/transform={preset}", "data.annotations=a", "data.root=b"])
+    data = to_dataclass(DataConfig, cfg.data)
+    assert data.transform.resize == resize and data.transform.crop == [112, 112]

@@ -45,6 +45,7 @@ class T2CRModule(pl.LightningModule):
         self.predictions: dict[str, list[dict[str, float]]] = {}  # last epoch's rows per split
         self.metrics: dict[str, dict[str, float]] = {}  # last epoch's metrics per split
         self.best: dict[str, float] = {}
+        self.group_names: list[str] = []  # AQA-7 classes / JIGSAWS tasks, set from the data module
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> T2CRModule:
@@ -107,6 +108,7 @@ class T2CRModule(pl.LightningModule):
                 "direct": float(vote.direct[i] * scale[i]) if vote.direct is not None else float("nan"),
                 "contrastive": float(vote.contrastive[i] * scale[i]),
                 "scale": float(scale[i]),
+                "group": int(batch["group"][i]) if "group" in batch else -1,
             })
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
@@ -130,14 +132,19 @@ class T2CRModule(pl.LightningModule):
         self.predictions[split] = rows
         if len(rows) < 2:
             return {}
-        pred = [r["pred"] for r in rows]
-        true = [r["true"] for r in rows]
-        values = {
-            f"{split}/spearman": metrics.spearman(pred, true),
-            f"{split}/rl2": metrics.relative_l2(pred, true),
-            f"{split}/l2": metrics.l2(pred, true),
-            f"{split}/num_samples": float(len(rows)),
-        }
+        values = {**self._split_metrics(rows, split), f"{split}/num_samples": float(len(rows))}
+        groups = sorted({r["group"] for r in rows if r["group"] >= 0})
+        if len(groups) > 1:
+            # several AQA-7 classes / JIGSAWS tasks: per group, then averaged as the papers do
+            # (correlations through Fisher's z, R-l2 plainly)
+            per_group = {}
+            for g in groups:
+                name = self.group_names[g] if g < len(self.group_names) else str(g)
+                per_group[name] = self._split_metrics([r for r in rows if r["group"] == g], f"{split}/{name}")
+                values.update(per_group[name])
+            values[f"{split}/spearman_fisher_z"] = metrics.fisher_z_mean(
+                [m[f"{split}/{n}/spearman"] for n, m in per_group.items()])
+            values[f"{split}/rl2_mean"] = sum(m[f"{split}/{n}/rl2"] for n, m in per_group.items()) / len(per_group)
         if any(r["scale"] != 1.0 for r in rows):
             # ranking in the model's own score space (score / DD): what the model learnt beyond the
             # difficulty, which alone already ranks final scores well
@@ -147,6 +154,20 @@ class T2CRModule(pl.LightningModule):
         # identical on every process (computed from the gathered list): no sync needed
         for name, value in values.items():
             self.log(name, value, sync_dist=False, rank_zero_only=False)
+        return values
+
+    @staticmethod
+    def _split_metrics(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
+        pred = [r["pred"] for r in rows]
+        true = [r["true"] for r in rows]
+        if len(rows) < 2:
+            return {f"{prefix}/spearman": float("nan"), f"{prefix}/rl2": float("nan"),
+                    f"{prefix}/l2": metrics.l2(pred, true)}
+        values = {
+            f"{prefix}/spearman": metrics.spearman(pred, true),
+            f"{prefix}/rl2": metrics.relative_l2(pred, true) if max(true) > min(true) else float("nan"),
+            f"{prefix}/l2": metrics.l2(pred, true),
+        }
         return values
 
     def on_validation_epoch_end(self) -> None:

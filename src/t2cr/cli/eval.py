@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"ckpt_path={ckpt} does not exist")
     module = T2CRModule.from_checkpoint(str(ckpt))
     datamodule = build_datamodule(cfg)
+    module.group_names = list(datamodule.groups)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.eval")
     try:

@@ -77,6 +77,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     callbacks, checkpoint = build_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, logger, callbacks, run_dir)
     module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"])
+    module.group_names = list(datamodule.groups)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     trainer.test(module, datamodule=datamodule, verbose=False)

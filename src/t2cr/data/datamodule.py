@@ -100,9 +100,11 @@ class PairTrainDataset(Dataset):
 
 class VotingDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
-                 pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace) -> None:
+                 pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace,
+                 groups: Sequence[str] = ()) -> None:
         self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
         self.reader, self.labels, self.scores = reader, labels, scores
+        self.group_index = {g: i for i, g in enumerate(groups)}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -120,6 +122,7 @@ class VotingDataset(Dataset):
             "true_score": torch.tensor(sample.score, dtype=torch.float64),
             "scale": torch.tensor(self.scores.scale(sample), dtype=torch.float64),
             "label": self.labels.get(sample.action_type, -1),
+            "group": self.group_index.get(sample.group, -1),
             "index": index,
         }
 
@@ -154,6 +157,8 @@ class PairDataModule(pl.LightningDataModule):
         types = sorted({s.action_type for s in train + val + test if s.action_type is not None})
         self.action_types = types
         self.labels = {t: i for i, t in enumerate(types)}
+        # AQA-7 classes / JIGSAWS tasks: metrics are also reported per group
+        self.groups = sorted({s.group for s in train + val + test if s.group is not None})
         self.pools = ExemplarPools(train, self.config.exemplar_rule)
         self._voting: dict[str, list[tuple[list[int], list[bool]]]] = {}
         for split in ("val", "test"):
@@ -228,7 +233,7 @@ class PairDataModule(pl.LightningDataModule):
     def _voting_loader(self, split: str) -> DataLoader:
         self.setup()
         dataset = VotingDataset(self._splits[split], self._voting[split], self.pools, self.reader, self.labels,
-                                self.scores)
+                                self.scores, self.groups)
         return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False)
 
     def val_dataloader(self) -> DataLoader:
