@@ -20,8 +20,8 @@ def tiny_overrides(data_root: Path) -> list[str]:
         "data.synthetic.height=32", "data.synthetic.width=32", "data.synthetic.frames_per_dive=16",
         "data.num_frames=16", "data.transform.resize=[32,32]", "data.transform.crop=[28,28]",
         "data.num_workers=0", "data.voting_exemplars=3", "data.batch_size=4", "data.eval_batch_size=2",
-        "model.backbone.name=tiny", "model.clips.clip_length=8", "model.clips.num_base_clips=3",
-        "model.clips.base_starts=[0,4,8]", "model.clips.aux_strategy=2-clip-avg1",
+        "model.backbone.name=tiny", "data.clip_length=8", "data.num_clips=3",
+        "data.base_starts=[0,4,8]", "model.clips.aux_strategy=2-clip-avg1",
         "trainer.max_epochs=2", "trainer.deterministic=true", "trainer.accelerator=cpu",
     ]
 

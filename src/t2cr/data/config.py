@@ -28,6 +28,11 @@ class DataConfig:
     check: bool = True  # check every sample's frames exist before training
     skip_missing: bool = False  # drop (and log) samples with missing frames instead of refusing to start
     num_frames: int = 32  # frames per video handed to the model
+    # the base path's clip plan is the dataset's (Sec. 4.3); the model's clips interpolate these
+    clip_length: int = 16
+    num_clips: int = 10  # M
+    base_starts: list[int] | None = None  # explicit starts (MTL-AQA's [0, 10, ..., 80, 86]); None derives them
+    overlapping_clips: bool = True  # False: back-to-back clips (JIGSAWS)
     frame_selection: str = "end_aligned"  # end_aligned (MTL-AQA: frames ending at end_frame) | linspace
     train_shift: int = 0  # end_aligned: end shifted by a random integer in [-shift, shift] in training
     # exemplars and scores

@@ -149,10 +149,7 @@ class PairDataModule(pl.LightningDataModule):
         train, test = official["train"], official["test"]
         val: list[Sample] = []
         if self.config.val_fraction > 0:
-            order = stable_rng(self.config.seed, "val_split").permutation(len(train))
-            cut = max(1, round(len(train) * self.config.val_fraction))
-            val = [train[i] for i in sorted(order[:cut])]
-            train = [train[i] for i in sorted(order[cut:])]
+            train, val = self._carve_validation(train)
         self._splits = {"train": train, "val": val, "test": test}
         types = sorted({s.action_type for s in train + val + test if s.action_type is not None})
         self.action_types = types
@@ -174,6 +171,24 @@ class PairDataModule(pl.LightningDataModule):
             ]
         self.reader = SampleReader(build_frame_source(self.config), VideoTransform(self.config.transform),
                                    self.config.num_frames, self.config.frame_selection, self.config.train_shift)
+
+    def _carve_validation(self, train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+        """A seeded validation split, stratified by exemplar pool; every pool keeps >= 1 training member."""
+        pool_of = ExemplarPools(train, self.config.exemplar_rule).pool_key
+        by_pool: dict[object, list[int]] = {}
+        for index, sample in enumerate(train):
+            by_pool.setdefault(pool_of(sample), []).append(index)
+        held_out: set[int] = set()
+        for key in sorted(by_pool, key=str):
+            members = by_pool[key]
+            count = min(round(len(members) * self.config.val_fraction), len(members) - 1)
+            order = stable_rng(self.config.seed, "val_split", key).permutation(len(members))
+            held_out.update(members[i] for i in order[:count])
+        if not held_out:
+            raise ValueError(f"data.val_fraction={self.config.val_fraction} leaves no validation sample: the "
+                             "exemplar pools are too small; raise it or set it to 0")
+        return ([s for i, s in enumerate(train) if i not in held_out],
+                [s for i, s in enumerate(train) if i in held_out])
 
     # ------------------------------------------------------------------------------ inspection
     @property
