@@ -60,7 +60,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     if cfg.model.action_classifier:
-        cfg.model.num_action_types = datamodule.num_action_types
+        if datamodule.num_action_types < 2:
+            # JIGSAWS, one AQA-7 class: nothing to classify (the paper uses action types only on
+            # MTL-AQA and FineDiving)
+            log.info("the data has %d action type(s): the action-type classifier and J_cls are off",
+                     datamodule.num_action_types)
+            cfg.model.action_classifier = False
+        else:
+            cfg.model.num_action_types = datamodule.num_action_types
     resume_from = resume_checkpoint(cfg, run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")

@@ -9,6 +9,9 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+from t2cr.data.aqa7 import read_aqa7
+from t2cr.data.finediving import read_finediving
+from t2cr.data.jigsaws import read_jigsaws
 from t2cr.data.samples import Sample
 
 Splits = dict[str, list[Sample]]
@@ -58,6 +61,9 @@ def _mtl_sample(key: tuple, entry: dict) -> Sample:
 
 READERS: dict[str, Callable[..., Splits]] = {
     "mtl_aqa": lambda annotations, config: read_mtl_aqa(annotations, config.split_id),
+    "finediving": read_finediving,
+    "aqa7": read_aqa7,
+    "jigsaws": read_jigsaws,
 }
 
 

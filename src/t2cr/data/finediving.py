@@ -63,7 +63,7 @@ def read_finediving(annotations: Path, config=None) -> Splits:
         path = annotations / name
         raw = _load_pickle(path, f"FineDiving {split} split")
         if not isinstance(raw, (list, tuple)):
-            raise ValueError(f"{path} is not a list of (event, idx) keys")
+            raise TypeError(f"{path} is not a list of (event, idx) keys")
         keys = [_key(k, path) for k in raw]
         if len(set(keys)) != len(keys):
             raise ValueError(f"{path} lists {len(keys) - len(set(keys))} keys twice")
@@ -91,7 +91,7 @@ def _read_coarse(path: Path, config) -> dict[Hashable, dict] | None:
         return None
     coarse = _load_pickle(path, "FineDiving coarse annotation file")
     if not isinstance(coarse, dict):
-        raise ValueError(f"{path} is not a FineDiving coarse annotation dict keyed by (event, idx)")
+        raise TypeError(f"{path} is not a FineDiving coarse annotation dict keyed by (event, idx)")
     out = {}
     for key, entry in coarse.items():
         if not isinstance(entry, dict) or not {"start_frame", "end_frame"} <= set(entry):
