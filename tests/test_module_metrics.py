@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import tiny_config
 from scipy import stats
 
-from helpers import tiny_config
 from t2cr.losses import LossConfig
 from t2cr.module import OptimConfig, T2CRModule
 

@@ -19,13 +19,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from t2cr.data.annotations import read_annotations
 from t2cr.data.config import DataConfig
 from t2cr.data.exemplars import ExemplarPools, stable_rng
-from t2cr.data.frames import build_frame_source
+from t2cr.data.cache import open_frame_source
+from t2cr.data.check import check_samples, format_report, problem_keys
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.synthetic import ensure_synthetic_dataset
 from t2cr.data.transforms import VideoTransform
 
 log = logging.getLogger(__name__)
+
+
+class DataCheckError(ValueError):
+    """Frames are missing or unreadable; raised before any training step."""
 
 
 class EpochSampler(Sampler):
@@ -146,6 +151,10 @@ class PairDataModule(pl.LightningDataModule):
             return
         self.prepare_data()  # idempotent; makes setup() enough outside a Trainer
         official = read_annotations(self.config)
+        self.reader = SampleReader(open_frame_source(self.config), VideoTransform(self.config.transform),
+                                   self.config.num_frames, self.config.frame_selection, self.config.train_shift)
+        if self.config.check:
+            official = self._drop_or_refuse_missing(official)
         train, test = official["train"], official["test"]
         val: list[Sample] = []
         if self.config.val_fraction > 0:
@@ -169,8 +178,20 @@ class PairDataModule(pl.LightningDataModule):
                 self.pools.voting(s, self.config.voting_exemplars, self.config.seed, self.config.small_pool_policy)
                 for s in samples
             ]
-        self.reader = SampleReader(build_frame_source(self.config), VideoTransform(self.config.transform),
-                                   self.config.num_frames, self.config.frame_selection, self.config.train_shift)
+
+    def _drop_or_refuse_missing(self, splits: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
+        """Before any training step: every sample's frames must exist (existence only, no decoding)."""
+        problems = check_samples([s for samples in splits.values() for s in samples], self.reader, decode=False)
+        if not problems:
+            return splits
+        report = format_report(problems)
+        if not self.config.skip_missing:
+            raise DataCheckError(f"{len(problem_keys(problems))} samples have missing or too few frames; nothing "
+                                 f"was trained.\n{report}")
+        bad = set(problem_keys(problems))
+        log.warning("data.skip_missing=true: dropping %d samples with missing frames: %s", len(bad),
+                    ", ".join(sorted(bad)))
+        return {split: [s for s in samples if s.key_str not in bad] for split, samples in splits.items()}
 
     def _carve_validation(self, train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
         """A seeded validation split, stratified by exemplar pool; every pool keeps >= 1 training member."""

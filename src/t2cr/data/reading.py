@@ -44,6 +44,8 @@ class SampleReader:
         if rng is not None and self.train_shift:
             shift = int(rng.integers(-self.train_shift, self.train_shift + 1))
         last = end + shift
+        if sample.end_frame is None:
+            last = min(last, end)  # a listed folder has nothing after its last frame
         return np.maximum(np.arange(last - self.num_frames + 1, last + 1), 0)
 
     def candidate_frames(self, sample: Sample) -> np.ndarray:
@@ -52,7 +54,8 @@ class SampleReader:
             return np.unique(self.frame_numbers(sample, None))
         _, end = self.frame_range(sample)
         low = end - self.num_frames + 1 - self.train_shift
-        return np.unique(np.maximum(np.arange(low, end + self.train_shift + 1), 0))
+        high = end if sample.end_frame is None else end + self.train_shift
+        return np.unique(np.maximum(np.arange(low, high + 1), 0))
 
     def read_frames(self, sample: Sample, rng: np.random.Generator | None) -> np.ndarray:
         return self.source.read(sample, self.frame_numbers(sample, rng))

@@ -23,6 +23,16 @@ class TransformConfig:
     flip: bool = True  # random horizontal flip in training
 
 
+def resize_video(video: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] -> (T, 3, h, w), bilinear with antialiasing, rounded to uint8 steps.
+
+    The rounding makes a frame resized here identical to one resized by the frame cache and stored
+    as uint8, so training reads the same tensors from JPEG folders and from their cache.
+    """
+    video = F.interpolate(video, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
+    return video.mul_(255).round_().clamp_(0, 255).div_(255)
+
+
 class VideoTransform:
     def __init__(self, config: TransformConfig) -> None:
         self.resize = tuple(int(v) for v in config.resize)
@@ -38,7 +48,7 @@ class VideoTransform:
         """uint8 (T, H, W, 3) -> float (3, T, crop_h, crop_w); rng None means evaluation (centre crop)."""
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
         if tuple(video.shape[-2:]) != self.resize:
-            video = F.interpolate(video, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+            video = resize_video(video, self.resize)
         (h, w), (ch, cw) = self.resize, self.crop
         if rng is None:
             top, left = (h - ch) // 2, (w - cw) // 2

@@ -1,0 +1,500 @@
+"""Prepared uint8 frame cache: decode and resize every frame a run can read once, then memory-map it.
+
+`t2cr-prepare data=<name> data.cache_dir=<folder>` writes the cache; a run with the same `data.cache_dir`
+reads it (data.use_cache=auto) as soon as it is complete and was made for the same data settings.
+
+Layout of a cache folder:
+
+    settings.json        what the cache holds: format version, resize, resize method and the data
+                         settings that determine the content (name, format, root, source, pattern,
+                         num_frames, frame_selection, train_shift); written first
+    samples/<name>.npy   uint8 (n, H, W, 3): the sample's candidate frames (SampleReader.candidate_frames),
+                         resized to data.transform.resize
+    samples/<name>.json  {"key", "frames": frame number of each row, "frame_count", "shape", "bytes"}
+    manifest.json        settings + number of samples, frames and bytes, and the entries; written last
+
+Every file is written under a temporary name and renamed into place (os.replace), the sample's .json
+after its .npy, so an interrupted prepare never leaves a truncated file and a rerun continues where it
+stopped (samples whose files are complete for the same settings are skipped). A folder without
+manifest.json, or whose manifest was made for other settings, is never read as a cache.
+
+Resizing: frames are resized with exactly the operation VideoTransform applies (torch bilinear,
+antialias, on float frames in [0, 1]) and rounded to uint8; VideoTransform then skips its own resize
+because the frames already have the target size. The cached path therefore differs from reading the raw
+frames only by that rounding: at most half a uint8 step (0.5 / 255) per pixel before normalisation, and
+nothing at all where the raw frames already have the target size.
+
+There is no implicit cache location: without data.cache_dir no cache is read or written
+(`resolve_cache_dir`); a cache is large and belongs where the user puts it (e.g. a node-local disk).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from t2cr.data.frames import FrameSource, VideoFileSource, build_frame_source
+from t2cr.data.samples import Sample
+from t2cr.data.transforms import resize_video
+
+try:  # POSIX only; elsewhere concurrent prepares are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+WRITER = "t2cr.data.cache"
+CACHE_FORMAT = 1
+RESIZE_METHOD = "torch-bilinear-antialias"  # bump with any change of resize_frames
+SETTINGS_FILE = "settings.json"
+MANIFEST_FILE = "manifest.json"
+SAMPLES_DIR = "samples"
+LOCK_FILE = ".lock"
+USE_CACHE_MODES = ("auto", "never", "require")
+CHUNK_FRAMES = 16  # frames decoded and resized at a time (bounds the float memory of full-size frames)
+
+ProgressFn = Callable[[int, int], None]  # (samples done, samples in all)
+
+
+class CacheMissError(KeyError):
+    """A sample or frame that the cache does not hold, read without a fallback source."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CacheUnavailableError(RuntimeError):
+    """data.use_cache=require without a complete cache for the data settings."""
+
+
+# ---------------------------------------------------------------------------------------------- resize
+
+
+def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, h, w, 3) with VideoTransform's resize, rounded to uint8.
+
+    Frames that already have the size are returned unchanged (VideoTransform does not resize them either).
+    """
+    size = (int(size_hw[0]), int(size_hw[1]))
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if tuple(frames.shape[1:3]) == size:
+        return frames
+    out = np.empty((len(frames), *size, 3), dtype=np.uint8)
+    for first in range(0, len(frames), CHUNK_FRAMES):
+        chunk = torch.from_numpy(frames[first:first + CHUNK_FRAMES]).permute(0, 3, 1, 2).float().div_(255)
+        chunk = resize_video(chunk, size)
+        out[first:first + CHUNK_FRAMES] = chunk.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def resolve_cache_dir(config) -> Path | None:
+    """The cache folder of a DataConfig: data.cache_dir, or None (no cache) when it is not set."""
+    return Path(config.cache_dir).expanduser() if config.cache_dir else None
+
+
+def cache_identity(config) -> dict[str, Any]:
+    """The data settings that determine a cache's content."""
+    identity: dict[str, Any] = {
+        "name": config.name, "format": config.format, "root": str(config.root), "source": config.source,
+        "num_frames": int(config.num_frames), "frame_selection": config.frame_selection,
+        "train_shift": int(config.train_shift),
+    }
+    if config.source == "video":
+        identity["video_pattern"] = config.video_pattern
+    else:
+        identity["frame_pattern"] = config.frame_pattern
+    return identity
+
+
+def cache_settings(config, resize_hw: Sequence[int] | None = None) -> dict[str, Any]:
+    """What a cache made for `config` records (and what a run compares with its manifest)."""
+    resize = config.transform.resize if resize_hw is None else resize_hw
+    return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": [int(v) for v in resize],
+            "resize_method": RESIZE_METHOD, "data": cache_identity(config)}
+
+
+def _settings_without_config(reader, raw_source, resize: list[int]) -> dict[str, Any]:
+    pattern = getattr(raw_source, "pattern", None)
+    data = {"name": None, "format": None, "root": str(getattr(raw_source, "root", "")),
+            "source": "video" if isinstance(raw_source, VideoFileSource) else "jpeg",
+            "num_frames": int(reader.num_frames), "frame_selection": reader.selection,
+            "train_shift": int(reader.train_shift)}
+    data["video_pattern" if data["source"] == "video" else "frame_pattern"] = pattern
+    return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": resize, "resize_method": RESIZE_METHOD,
+            "data": data}
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def entry_name(sample: Sample) -> str:
+    """File stem of a sample in the cache: its key, with a short hash where the key is not a safe name."""
+    key = sample.key_str
+    name = _UNSAFE.sub("_", key)
+    if name != key or not name or name.startswith("."):
+        name = f"{name.lstrip('.')}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return name
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cache_status(cache_dir: str | os.PathLike | None, config) -> str:
+    """'complete', or why the folder cannot serve `config` (no cache, other settings, files missing)."""
+    if cache_dir is None:
+        return "data.cache_dir is not set"
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return f"{cache_dir} does not exist"
+    manifest = read_json(cache_dir / MANIFEST_FILE)
+    if not isinstance(manifest, dict):
+        return f"{cache_dir} has no {MANIFEST_FILE} (never prepared, or the prepare did not finish)"
+    expected = cache_settings(config)
+    for field_name, value in expected.items():
+        if field_name == "data":
+            continue
+        if manifest.get(field_name) != value:
+            return f"made with {field_name}={manifest.get(field_name)!r}, the config has {value!r}"
+    cached = manifest.get("data") or {}
+    for field_name, value in expected["data"].items():
+        if cached.get(field_name) != value:
+            return f"made for data.{field_name}={cached.get(field_name)!r}, the config has {value!r}"
+    samples = cache_dir / SAMPLES_DIR
+    for name in manifest.get("entries", []):
+        if not ((samples / f"{name}.npy").is_file() and (samples / f"{name}.json").is_file()):
+            return f"entry {name} is missing"
+    return "complete"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Entry:
+    array: Path
+    numbers: np.ndarray  # sorted frame numbers of the rows
+    frame_count: int | None
+
+
+class CachedFrameSource:
+    """FrameSource over a prepared cache; frames it does not hold come from `fallback` (resized alike).
+
+    Without a fallback, a sample or frame that is not cached is a CacheMissError (a KeyError).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, fallback: FrameSource | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.fallback = fallback
+        settings = read_json(self.cache_dir / MANIFEST_FILE) or read_json(self.cache_dir / SETTINGS_FILE)
+        if not isinstance(settings, dict) or "resize" not in settings:
+            raise FileNotFoundError(f"{self.cache_dir} is not a frame cache (no {MANIFEST_FILE} or {SETTINGS_FILE}); "
+                                    "write one with t2cr-prepare")
+        self.resize = tuple(int(v) for v in settings["resize"])
+        self._entries: dict[str, _Entry | None] = {}
+
+    def entry(self, sample: Sample) -> _Entry | None:
+        name = entry_name(sample)
+        if name not in self._entries:
+            index = read_json(self.cache_dir / SAMPLES_DIR / f"{name}.json")
+            array = self.cache_dir / SAMPLES_DIR / f"{name}.npy"
+            if isinstance(index, dict) and array.is_file():
+                count = index.get("frame_count")
+                self._entries[name] = _Entry(array, np.asarray(index["frames"], dtype=np.int64),
+                                             None if count is None else int(count))
+            else:
+                self._entries[name] = None
+        return self._entries[name]
+
+    def frame_count(self, sample: Sample) -> int:
+        entry = self.entry(sample)
+        if entry is not None and entry.frame_count is not None:
+            return entry.frame_count  # the count the cached frames were chosen with
+        if self.fallback is not None:
+            return self.fallback.frame_count(sample)
+        if entry is not None and len(entry.numbers):
+            return int(entry.numbers[-1]) + 1
+        raise CacheMissError(f"sample {sample.key_str} is not in the frame cache {self.cache_dir} and there is no "
+                             "raw source to count its frames")
+
+    def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
+        numbers = np.asarray(frame_numbers, dtype=np.int64).reshape(-1)
+        entry = self.entry(sample)
+        if entry is None:
+            if self.fallback is None:
+                raise CacheMissError(f"sample {sample.key_str} is not in the frame cache {self.cache_dir} "
+                                     f"(run t2cr-prepare with this data.cache_dir, or data.use_cache=auto)")
+            return resize_frames(self.fallback.read(sample, numbers), self.resize)
+        array = np.load(entry.array, mmap_mode="r")
+        rows = np.clip(np.searchsorted(entry.numbers, numbers), 0, max(len(entry.numbers) - 1, 0))
+        hit = entry.numbers[rows] == numbers if len(entry.numbers) else np.zeros(len(numbers), dtype=bool)
+        if hit.all():
+            return np.asarray(array[rows])
+        missing = numbers[~hit]
+        if self.fallback is None:
+            held = f"{entry.numbers[0]}..{entry.numbers[-1]}" if len(entry.numbers) else "none"
+            raise CacheMissError(f"frames {sorted(set(missing.tolist()))[:5]} of sample {sample.key_str} are not in "
+                                 f"the frame cache {entry.array} (it holds frames {held}); prepare the cache with "
+                                 "the run's data.num_frames / frame_selection / train_shift")
+        out = np.empty((len(numbers), *array.shape[1:]), dtype=np.uint8)
+        out[hit] = array[rows[hit]]
+        out[~hit] = resize_frames(self.fallback.read(sample, missing), array.shape[1:3])
+        return out
+
+
+def open_frame_source(config, raw: FrameSource | None = None) -> FrameSource:
+    """The frame source a run reads, after data.use_cache.
+
+    auto: the cache in data.cache_dir when it is complete and made for these settings (frames it lacks
+    come from the raw source), the raw source otherwise; never: the raw source; require: the cache, with
+    no raw fallback (the raw frames need not exist, e.g. the cache was copied to a node), or an error.
+    """
+    mode = config.use_cache
+    if mode not in USE_CACHE_MODES:
+        raise ValueError(f"unknown data.use_cache {mode!r}; expected one of {USE_CACHE_MODES}")
+    raw = build_frame_source(config) if raw is None else raw
+    if mode == "never":
+        return raw
+    cache_dir = resolve_cache_dir(config)
+    status = cache_status(cache_dir, config)
+    if status == "complete":
+        log.info("reading frames from the cache %s", cache_dir)
+        return CachedFrameSource(cache_dir, fallback=None if mode == "require" else raw)
+    if mode == "require":
+        where = f"data.cache_dir={cache_dir}" if cache_dir is not None else "data.cache_dir=<folder>"
+        raise CacheUnavailableError(f"data.use_cache=require but there is no usable frame cache: {status}. "
+                                    f"Run `t2cr-prepare data={config.name} {where}` (with this run's other "
+                                    "data.* overrides) first, or set data.use_cache=auto")
+    if cache_dir is not None:
+        log.warning("frame cache %s not used (%s); reading the raw frames. Run `t2cr-prepare data=%s "
+                    "data.cache_dir=%s` to (re)build it", cache_dir, status, config.name, cache_dir)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class PrepareSummary:
+    cache_dir: Path
+    samples: int  # in the cache for this prepare
+    prepared: int  # written now
+    reused: int  # already cached with the same settings
+    frames: int
+    bytes: int
+    seconds: float
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> int:
+    """Write through `write(handle)` to a temporary sibling, then rename it into place; returns the size."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        size = temporary.stat().st_size
+        os.replace(temporary, path)
+        return size
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    text = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
+    _write_atomic(path, lambda handle: handle.write(text))
+
+
+@contextmanager
+def _locked(cache_dir: Path) -> Iterator[None]:
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(cache_dir / LOCK_FILE, "a") as handle:  # "a": the lock file is never modified
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _claim(cache_dir: Path) -> None:
+    """Create the folder; refuse one that holds anything else than a frame cache."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise ValueError(f"data.cache_dir={cache_dir} is a file, not a folder")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    own = {SETTINGS_FILE, MANIFEST_FILE, SAMPLES_DIR}
+    foreign = sorted(p.name for p in cache_dir.iterdir() if p.name not in own and not p.name.startswith("."))
+    if foreign:
+        raise ValueError(f"data.cache_dir={cache_dir} holds other files than a frame cache ({', '.join(foreign[:5])}"
+                         f"{' ...' if len(foreign) > 5 else ''}); choose an empty or new folder")
+    (cache_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+
+
+def _remove_temporaries(cache_dir: Path) -> None:
+    for folder in (cache_dir, cache_dir / SAMPLES_DIR):
+        for stale in folder.glob(".*.tmp-*"):  # left by a killed prepare
+            stale.unlink(missing_ok=True)
+
+
+def _cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list[int]) -> dict | None:
+    """The sample's index when its files are complete for these frames and this resize, else None."""
+    index = read_json(samples_dir / f"{name}.json")
+    if not isinstance(index, dict):
+        return None
+    try:
+        size = (samples_dir / f"{name}.npy").stat().st_size
+    except OSError:
+        return None
+    if (index.get("frames") != numbers.tolist() or index.get("bytes") != size
+            or list(index.get("shape", []))[1:3] != resize):
+        return None
+    return index
+
+
+def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, cache_dir: str | os.PathLike,
+                  resize_hw: Sequence[int] | None = None, *, config=None, workers: int = 2,
+                  progress: ProgressFn | None = None) -> PrepareSummary:
+    """Decode every sample's candidate frames once from `raw_source`, resize them and store them.
+
+    `reader` (a SampleReader) chooses the frames (candidate_frames, over `raw_source`); `resize_hw`
+    (height, width) defaults to config.transform.resize; `config` (the DataConfig) names the data
+    settings in the manifest that a run compares with its own (without it a run never picks the cache
+    up by itself, see open_frame_source). Samples already cached with the same settings are skipped.
+    """
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    if resize_hw is None:
+        if config is None:
+            raise ValueError("prepare_cache needs resize_hw or config")
+        resize_hw = config.transform.resize
+    resize = [int(v) for v in resize_hw]
+    if reader.source is not raw_source:
+        reader = copy.copy(reader)
+        reader.source = raw_source
+    settings = (cache_settings(config, resize) if config is not None
+                else _settings_without_config(reader, raw_source, resize))
+
+    unique: dict[str, Sample] = {}
+    for sample in samples:
+        name = entry_name(sample)
+        if name in unique and unique[name] != sample:
+            raise ValueError(f"samples {unique[name].key_str} and {sample.key_str} share the cache entry {name} but "
+                             "differ")
+        unique.setdefault(name, sample)
+
+    _claim(cache_dir)
+    samples_dir = cache_dir / SAMPLES_DIR
+    with _locked(cache_dir):
+        _remove_temporaries(cache_dir)
+        if read_json(cache_dir / SETTINGS_FILE) != settings:  # new, or made for other settings: start over
+            (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
+            for stale in samples_dir.iterdir():
+                if stale.suffix in (".npy", ".json"):
+                    stale.unlink()
+            _write_json(cache_dir / SETTINGS_FILE, settings)
+
+        indexes: dict[str, dict] = {}
+        todo: list[tuple[str, Sample, np.ndarray]] = []
+        for name, sample in unique.items():
+            numbers = np.asarray(reader.candidate_frames(sample), dtype=np.int64)
+            index = _cached_index(samples_dir, name, numbers, resize)
+            if index is None:
+                todo.append((name, sample, numbers))
+            else:
+                indexes[name] = index
+        reused = len(indexes)
+        if todo:
+            (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)  # incomplete until the new one is written
+        if progress is not None:
+            progress(reused, len(unique))
+
+        def prepare_one(name: str, sample: Sample, numbers: np.ndarray) -> tuple[str, dict]:
+            frames = _decode(raw_source, sample, numbers, resize)
+            count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
+            size = _write_atomic(samples_dir / f"{name}.npy", lambda handle: np.save(handle, frames))
+            index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
+                     "shape": list(frames.shape), "bytes": size}
+            _write_json(samples_dir / f"{name}.json", index)
+            return name, index
+
+        done = reused
+        if workers <= 1:
+            for item in todo:
+                name, index = prepare_one(*item)
+                indexes[name] = index
+                done += 1
+                if progress is not None:
+                    progress(done, len(unique))
+        elif todo:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2cr-prepare") as pool:
+                pending = {pool.submit(prepare_one, *item) for item in todo}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        if future.exception() is not None:
+                            for other in pending:
+                                other.cancel()
+                            raise future.exception()
+                        name, index = future.result()
+                        indexes[name] = index
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(unique))
+
+        frames = sum(int(index["shape"][0]) for index in indexes.values())
+        size = sum(int(index["bytes"]) for index in indexes.values())
+        manifest = {**settings, "samples": len(unique), "frames": frames, "bytes": size,
+                    "entries": sorted(unique)}
+        if read_json(cache_dir / MANIFEST_FILE) != manifest:  # written last: marks the cache complete
+            _write_json(cache_dir / MANIFEST_FILE, manifest)
+    return PrepareSummary(cache_dir, len(unique), len(todo), reused, frames, size, time.perf_counter() - start)
+
+
+def _decode(raw_source: FrameSource, sample: Sample, numbers: np.ndarray, resize: list[int]) -> np.ndarray:
+    if len(numbers) == 0:
+        return np.empty((0, *resize, 3), dtype=np.uint8)
+    # a video is decoded from its start on every read: read it once; image files a chunk at a time
+    chunk = len(numbers) if isinstance(raw_source, VideoFileSource) else CHUNK_FRAMES
+    parts = [resize_frames(raw_source.read(sample, numbers[i:i + chunk]), resize)
+             for i in range(0, len(numbers), chunk)]
+    return np.concatenate(parts)
+
+
+__all__ = [
+    "CacheMissError",
+    "CacheUnavailableError",
+    "CachedFrameSource",
+    "PrepareSummary",
+    "cache_identity",
+    "cache_settings",
+    "cache_status",
+    "entry_name",
+    "open_frame_source",
+    "prepare_cache",
+    "resize_frames",
+    "resolve_cache_dir",
+]
