@@ -21,6 +21,7 @@ from t2cr import metrics
 from t2cr.config import to_dataclass
 from t2cr.losses import LossConfig, T2CRLoss
 from t2cr.models.t2cr import T2CR, T2CRConfig
+from t2cr.reliability import check_finite
 
 
 @dataclass
@@ -76,11 +77,19 @@ class T2CRModule(pl.LightningModule):
         output = self.model(batch["query"], batch["exemplar"])
         terms = self.criterion(output, batch["query_score"], batch["exemplar_score"],
                                batch["query_label"], batch["exemplar_label"])
+        check_finite(terms, self.global_step)
         size = batch["query"].shape[0]
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value.detach(), on_step=True, on_epoch=True, batch_size=size,
                      prog_bar=name == "total")
         return terms["total"]
+
+    def on_train_epoch_start(self) -> None:
+        """After a mid-epoch resume (SIGTERM checkpoint), skip the batches this epoch already took."""
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "skip_batches"):
+            sampler.skip_batches(done if self.trainer.fit_loop.epoch_loop.restarting else 0)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups(self.optim_config.backbone_lr, self.optim_config.head_lr)

@@ -20,6 +20,7 @@ from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.launch import launch_local_ranks
+from t2cr.reliability import AtomicCheckpointIO, SaveOnSigterm
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
         dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=True, every_n_epochs=1,
     )
-    callbacks: list[Callback] = [checkpoint]
+    callbacks: list[Callback] = [checkpoint, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt")]
     progress = cfg.callbacks.progress
     if progress == "rich":
         callbacks.append(RichProgressBar())
@@ -132,6 +133,7 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_d
         num_sanity_val_steps=t.num_sanity_val_steps, logger=logger, callbacks=callbacks,
         enable_progress_bar=cfg.get("callbacks", {}).get("progress", "rich") != "none",
         default_root_dir=str(run_dir), use_distributed_sampler=False,  # our samplers shard themselves
+        plugins=[AtomicCheckpointIO()],
     )
 
 

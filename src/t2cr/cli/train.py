@@ -55,6 +55,25 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
+def refuse_changed_model(checkpoint: str, model: dict[str, Any]) -> None:
+    """Resuming under another model configuration would silently mix two experiments."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("model")
+    if saved is None:
+        return
+    changed = sorted(_diff(saved, model))
+    if changed:
+        raise ValueError(f"{checkpoint} was trained with another model configuration: "
+                         + ", ".join(f"model.{key}" for key in changed[:20])
+                         + " differ. Resume with the run's own settings (its config.yaml) or start a new run folder")
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = set(old) | set(new)
+        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -70,6 +89,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.model.num_action_types = datamodule.num_action_types
     resume_from = resume_checkpoint(cfg, run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    if resume_from:
+        refuse_changed_model(resume_from, resolved["model"])
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")
     try:
         return _fit_and_test(cfg, run_dir, datamodule, resolved, resume_from)

@@ -26,6 +26,7 @@ class DataConfig:
     cache_dir: str | None = None  # uint8 frame cache written by t2cr-prepare
     use_cache: str = "auto"  # auto: read the cache when it is complete | never | require
     check: bool = True  # check every sample's frames exist before training
+    check_decode: bool = False  # also decode every frame a run can read (slow; finds corrupt JPEGs/videos)
     skip_missing: bool = False  # drop (and log) samples with missing frames instead of refusing to start
     num_frames: int = 32  # frames per video handed to the model
     # the base path's clip plan is the dataset's (Sec. 4.3); the model's clips interpolate these

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from t2cr.data.annotations import read_annotations
 from t2cr.data.config import DataConfig
 from t2cr.data.exemplars import ExemplarPools, stable_rng
-from t2cr.data.cache import open_frame_source
+from t2cr.data.cache import CachedFrameSource, open_frame_source
 from t2cr.data.check import check_samples, format_report, problem_keys
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
@@ -40,10 +41,15 @@ class EpochSampler(Sampler):
     DistributedSampler would). Evaluation: in order, no padding, rank r takes r, r + W, ...
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch = 0
+        self._skip = 0  # samples of this epoch already trained on (mid-epoch resume)
+
+    def skip_batches(self, batches: int) -> None:
+        self._skip = batches * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -56,9 +62,12 @@ class EpochSampler(Sampler):
         return order + order[: padded - self.size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, i) for i in self._order()[self.rank :: self.world_size]])
+        mine = self._order()[self.rank :: self.world_size][self._skip :]
+        self._skip = 0  # only the first pass after a resume is shortened
+        return iter([(self.epoch, i) for i in mine])
 
     def __len__(self) -> int:
+        # the whole epoch: after a resume Lightning counts the skipped batches as done
         return len(self._order()[self.rank :: self.world_size])
 
 
@@ -153,13 +162,20 @@ class PairDataModule(pl.LightningDataModule):
         official = read_annotations(self.config)
         self.reader = SampleReader(open_frame_source(self.config), VideoTransform(self.config.transform),
                                    self.config.num_frames, self.config.frame_selection, self.config.train_shift)
-        if self.config.check:
+        if self.config.check or self.config.check_decode:
+            if not isinstance(self.reader.source, CachedFrameSource) and not Path(self.config.root).exists():
+                raise FileNotFoundError(f"data.root={self.config.root} does not exist: point it at the "
+                                        f"{self.config.name} frames (see the data config's header for the layout)")
             official = self._drop_or_refuse_missing(official)
         train, test = official["train"], official["test"]
         val: list[Sample] = []
         if self.config.val_fraction > 0:
             train, val = self._carve_validation(train)
         self._splits = {"train": train, "val": val, "test": test}
+        unseen = {s.action_type for s in val + test} - {s.action_type for s in train}
+        if unseen:
+            log.warning("action types in val/test that no training sample has: %s (their exemplar pools are "
+                        "empty under data.exemplar_rule=action_type)", sorted(map(str, unseen)))
         types = sorted({s.action_type for s in train + val + test if s.action_type is not None})
         self.action_types = types
         self.labels = {t: i for i, t in enumerate(types)}
@@ -181,7 +197,8 @@ class PairDataModule(pl.LightningDataModule):
 
     def _drop_or_refuse_missing(self, splits: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
         """Before any training step: every sample's frames must exist (existence only, no decoding)."""
-        problems = check_samples([s for samples in splits.values() for s in samples], self.reader, decode=False)
+        problems = check_samples([s for samples in splits.values() for s in samples], self.reader,
+                                 decode=self.config.check_decode)
         if not problems:
             return splits
         report = format_report(problems)
@@ -255,7 +272,7 @@ class PairDataModule(pl.LightningDataModule):
         workers = self.config.num_workers
         return DataLoader(
             dataset, batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world),
+            sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
             num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
             drop_last=False,
         )

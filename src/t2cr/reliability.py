@@ -1,0 +1,72 @@
+"""Keeping long runs safe: atomic checkpoint files, a clean stop on SIGTERM, non-finite loss guard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; raised before the optimizer step that would spread it."""
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    bad = {name: float(value) for name, value in terms.items() if not torch.isfinite(value).all()}
+    if bad:
+        values = ", ".join(f"{name}={float(value):.6g}" for name, value in terms.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at global step {step}: {sorted(bad)} ({values}). Training stopped before the "
+            "optimizer step; checkpoints/last.ckpt still holds the last good state. Lower optim.*_lr, "
+            "check the data, or set trainer.gradient_clip_val")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file beside it and renames it into place.
+
+    A failure while writing (disk full, a kill) leaves the previous checkpoint whole and readable.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save(checkpoint, temporary)
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+class SaveOnSigterm(Callback):
+    """On SIGTERM, save `last.ckpt` at the current step and let the run exit cleanly.
+
+    The checkpoint holds the position inside the epoch; resuming skips the batches already done
+    (the training sampler is a pure function of seed and epoch), so the resumed run takes exactly
+    the steps the uninterrupted one would.
+    """
+
+    def __init__(self, last_path: Path) -> None:
+        self.last_path = Path(last_path)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(str(self.last_path))
+            log.warning("SIGTERM: saved %s at global step %d; continue with resume=true", self.last_path,
+                        trainer.global_step)
