@@ -46,7 +46,8 @@ class SampleReader:
         last = end + shift
         if sample.end_frame is None:
             last = min(last, end)  # a listed folder has nothing after its last frame
-        return np.maximum(np.arange(last - self.num_frames + 1, last + 1), 0)
+        # no clamping at frame 0: a window that starts before the video is a data error the check reports
+        return np.arange(last - self.num_frames + 1, last + 1)
 
     def candidate_frames(self, sample: Sample) -> np.ndarray:
         """Every frame number that some read of this sample can take, sorted and unique."""
@@ -55,7 +56,7 @@ class SampleReader:
         _, end = self.frame_range(sample)
         low = end - self.num_frames + 1 - self.train_shift
         high = end if sample.end_frame is None else end + self.train_shift
-        return np.unique(np.maximum(np.arange(low, high + 1), 0))
+        return np.arange(low, high + 1)
 
     def read_frames(self, sample: Sample, rng: np.random.Generator | None) -> np.ndarray:
         return self.source.read(sample, self.frame_numbers(sample, rng))
