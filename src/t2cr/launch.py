@@ -22,6 +22,28 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+PARENT_PID_VAR = "T2CR_DDP_PARENT_PID"
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """In a rank started by `launch_local_ranks`: end this process when rank 0's process is gone.
+
+    Without it a rank whose peer died could wait in a collective until the process-group timeout.
+    """
+    parent = os.environ.get(PARENT_PID_VAR)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(int(parent), 0)
+            except ProcessLookupError:
+                log.error("rank 0 (pid %s) is gone; this rank stops too", parent)
+                os._exit(1)
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, daemon=True, name="t2cr-parent-watch").start()
 
 
 def launched_externally() -> bool:
@@ -99,7 +121,7 @@ def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, ru
                        "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
     children = []
     for local_rank in range(1, devices):
-        env = {**os.environ, "LOCAL_RANK": str(local_rank)}
+        env = {**os.environ, "LOCAL_RANK": str(local_rank), PARENT_PID_VAR: str(os.getpid())}
         command = [sys.executable, "-m", entry_module, "--config-path", str(config_dir.resolve()),
                    "--config-name", config_name, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",
                    f"hydra.job.name=rank_{local_rank}"]

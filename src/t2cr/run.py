@@ -19,7 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
-from t2cr.launch import launch_local_ranks
+from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, SaveOnSigterm
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,10 @@ def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, 
         import torch
 
         devices = torch.cuda.device_count() if trainer.accelerator in ("gpu", "cuda", "auto") else 1
-    if trainer.strategy != "ddp" or devices <= 1 or not is_rank_zero():
+    if trainer.strategy != "ddp" or devices <= 1:
+        return None
+    if not is_rank_zero():
+        exit_with_parent()
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(resolved, run_dir / "config.yaml")

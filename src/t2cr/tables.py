@@ -1,0 +1,736 @@
+"""The paper's tables from our runs: mean +- std over seeds beside the paper's numbers (``t2cr-tables``).
+
+A sweep folder (a Hydra multirun, or any folder holding run folders at any depth) is read job by job:
+each job folder's ``metrics.json`` (absent when the job failed) and ``config.yaml`` (the resolved
+configuration; ``.hydra/config.yaml`` when the job died before writing it). The table's specification
+and the paper's values come from ``experiments/paper_results.yaml`` (see the comments there): the runs
+are filtered to the table's dataset, matched to its rows by the row key(s), and summarised per row over
+seeds. AQA-7 (Table 1) and JIGSAWS (Table 4) use the ``groups`` layout: per class / task (over the four
+folds for JIGSAWS: correlations averaged through Fisher's z, R-l2 plainly), then the average over the
+classes / tasks, per seed, again Fisher's z for the correlation and the plain mean for R-l2.
+
+Nothing is dropped silently: failed jobs, rows without runs, incomplete fold sets, runs that match no
+row, duplicates and runs of another dataset are listed under the table.
+
+Std is the sample standard deviation over seeds (``ddof=1``); with one seed there is none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2cr.metrics import fisher_z_mean
+
+__all__ = [
+    "Issue",
+    "RowResult",
+    "Run",
+    "TableResult",
+    "build_table",
+    "default_paper_results_path",
+    "find_job_dirs",
+    "infer_table",
+    "load_paper_results",
+    "load_runs",
+    "render",
+    "render_csv",
+    "render_markdown",
+]
+
+METRICS = ("spearman", "rl2")
+METRIC_CHOICES = ("last", "best")
+#: folders never searched for runs (a job's own sub-folders)
+SKIP_DIRS = {".hydra", "wandb", "checkpoints", "csv", "__pycache__", ".git"}
+#: runs of another dataset are counted, and this many named
+SHOW_SKIPPED = 10
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def default_paper_results_path() -> Path:
+    """``experiments/paper_results.yaml`` of the repository this package is installed from (editable),
+    else of the current folder."""
+    here = Path(__file__).resolve().parents[2] / "experiments" / "paper_results.yaml"
+    return here if here.is_file() else Path.cwd() / "experiments" / "paper_results.yaml"
+
+
+def load_paper_results(path: str | Path | None = None) -> dict[str, Any]:
+    """Read ``paper_results.yaml`` (default: :func:`default_paper_results_path`)."""
+    path = Path(path) if path is not None else default_paper_results_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"paper results file not found: {path} (pass --paper FILE)")
+    with path.open() as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("tables"), dict):
+        raise TypeError(f"{path}: expected a mapping with a 'tables' mapping")
+    return data
+
+
+def get_key(config: dict[str, Any] | None, dotted: str) -> Any:
+    """``config['a']['b']`` for ``'a.b'``; a private sentinel when a part is missing."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        f = float(value)
+        return int(f) if f.is_integer() else f
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    return str(value)
+
+
+def canon(value: Any) -> str:
+    """A canonical text of a config value for comparisons: 3 == 3.0, true != 1 != "1", [1] == (1,)."""
+    if value is _MISSING:
+        return "<missing>"
+    return json.dumps(_normalise(value), sort_keys=True)
+
+
+def show(value: Any) -> str:
+    """A short human form of a config value."""
+    if value is _MISSING:
+        return "<missing>"
+    if isinstance(value, str):
+        return value
+    return json.dumps(_normalise(value))
+
+
+@dataclass
+class Run:
+    """One job folder: its configuration and metrics (None when absent / unreadable)."""
+
+    path: Path
+    config: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    overrides: list[str] = field(default_factory=list)
+    problem: str | None = None  # why the job counts as failed
+
+    def get(self, key: str) -> Any:
+        return get_key(self.config, key)
+
+    @property
+    def seed(self) -> Any:
+        seed = self.get("seed")
+        return None if seed is _MISSING else seed
+
+    @property
+    def failed(self) -> bool:
+        return self.metrics is None
+
+
+def _is_job_dir(path: Path) -> bool:
+    return ((path / "metrics.json").is_file() or (path / "config.yaml").is_file()
+            or (path / ".hydra" / "overrides.yaml").is_file() or (path / ".hydra" / "config.yaml").is_file())
+
+
+def find_job_dirs(root: str | Path) -> list[Path]:
+    """Job (run) folders under ``root`` at any depth; ``root`` itself when it is one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if _is_job_dir(here):
+            found.append(here)
+            dirnames[:] = []  # a job's sub-folders (checkpoints, wandb, ...) hold no other jobs
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+    return sorted(found, key=_natural)
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key: job 2 before job 10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path))]
+
+
+def _read_yaml(path: Path) -> Any:
+    with path.open() as f:
+        return yaml.safe_load(f)
+
+
+def load_run(path: Path) -> Run:
+    config: dict[str, Any] | None = None
+    problems = []
+    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            try:
+                loaded = _read_yaml(candidate)
+            except (OSError, yaml.YAMLError) as err:
+                problems.append(f"unreadable {candidate.name}: {err}")
+                continue
+            if isinstance(loaded, dict):
+                config = loaded
+                break
+    overrides: list[str] = []
+    if (path / ".hydra" / "overrides.yaml").is_file():
+        try:
+            loaded = _read_yaml(path / ".hydra" / "overrides.yaml")
+            overrides = [str(o) for o in loaded or []]
+        except (OSError, yaml.YAMLError):
+            pass
+    metrics = None
+    metrics_path = path / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            loaded = json.loads(metrics_path.read_text())
+            if isinstance(loaded, dict):
+                metrics = loaded
+            else:
+                problems.append("metrics.json is not a mapping")
+        except (OSError, ValueError) as err:
+            problems.append(f"unreadable metrics.json: {err}")
+    else:
+        problems.append("no metrics.json")
+    if config is None:
+        problems.append("no config.yaml")
+    return Run(path=path, config=config, metrics=metrics, overrides=overrides,
+               problem="; ".join(problems) if metrics is None or config is None else None)
+
+
+def load_runs(roots: str | Path | Iterable[str | Path]) -> list[Run]:
+    """Every job under one or several sweep folders."""
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    return [load_run(p) for root in roots for p in find_job_dirs(root)]
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def _seed_order(seed: Any) -> tuple:
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, float(seed), "")
+    return (1, 0.0, str(seed))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """Sample standard deviation (ddof=1); None with fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+@dataclass
+class RowResult:
+    """One line of a table: our values per seed and the paper's."""
+
+    name: str
+    label: str
+    values: dict[str, dict[Any, float]] = field(default_factory=lambda: {m: {} for m in METRICS})
+    paper: dict[str, float | None] = field(default_factory=dict)
+    average: bool = False
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted(self.values["spearman"], key=_seed_order)
+
+    @property
+    def n(self) -> int:
+        return len(self.values["spearman"])
+
+    def series(self, metric: str) -> list[float]:
+        return [self.values[metric][s] for s in self.seeds]
+
+    def mean(self, metric: str) -> float | None:
+        return _mean(self.series(metric))
+
+    def std(self, metric: str) -> float | None:
+        return _std(self.series(metric))
+
+    def diff(self, metric: str) -> float | None:
+        ours, theirs = self.mean(metric), self.paper.get(metric)
+        if ours is None or theirs is None:
+            return None
+        return ours - theirs
+
+
+@dataclass
+class Issue:
+    """Something under the table: a failed job, a missing row, a run that fits nowhere, ..."""
+
+    kind: str  # failed | missing | incomplete | unmatched | duplicate | no-metric | mixed | skipped
+    detail: str
+    row: str | None = None
+    seed: Any = None
+    path: str | None = None
+
+    def text(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.seed is not None:
+            where.append(f"seed {self.seed}")
+        head = f"{self.kind}: " + (", ".join(where) + ": " if where else "")
+        return head + self.detail + (f" [{self.path}]" if self.path else "")
+
+
+@dataclass
+class TableResult:
+    name: str
+    spec: dict[str, Any]
+    metric: str
+    metric_keys: dict[str, str]
+    rows: list[RowResult]
+    issues: list[Issue]
+    sources: list[str]
+    filtered: bool = True
+
+    @property
+    def has_paper_values(self) -> bool:
+        return self.spec.get("rows") is not None
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def _row_keys(spec: dict[str, Any]) -> list[str]:
+    keys = spec.get("row_key") or []
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    for extra in (spec.get("group_key"), spec.get("fold_key")):
+        if extra and extra not in keys:
+            keys.append(extra)
+    return keys
+
+
+def _known_keys(paper: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for spec in paper["tables"].values():
+        for k in _row_keys(spec):
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def _passes_filter(run: Run, spec: dict[str, Any]) -> tuple[bool, str]:
+    for key, want in (spec.get("filter") or {}).items():
+        have = run.get(key)
+        if canon(have) != canon(want):
+            return False, f"{key}={show(have)}"
+    return True, ""
+
+
+def _row_match(spec: dict[str, Any], name: str, row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("match") is not None:
+        return dict(row["match"])
+    keys = _row_keys(spec)
+    if len(keys) != 1:
+        raise ValueError(f"row {name!r}: a table with several row keys needs `match` per row")
+    return {keys[0]: yaml.safe_load(str(name))}
+
+
+def _row_matches(run: Run, match: dict[str, Any]) -> bool:
+    return all(canon(run.get(k)) == canon(v) for k, v in match.items())
+
+
+def _metric_keys(paper: dict[str, Any], metric: str) -> dict[str, str]:
+    if metric not in METRIC_CHOICES:
+        raise ValueError(f"metric must be one of {METRIC_CHOICES}, got {metric!r}")
+    spec = paper.get("metrics") or {}
+    defaults = {"last": "test/{m}", "best": "best/test/{m}"}
+    return {m: (spec.get(m) or {}).get(metric, defaults[metric].format(m=m)) for m in METRICS}
+
+
+def _group_metric_key(key: str, group: str) -> str:
+    """``test/spearman`` -> ``test/<group>/spearman`` (the per-group keys of a multi-group run)."""
+    head, _, leaf = key.rpartition("/")
+    return f"{head}/{group}/{leaf}" if head else f"{group}/{leaf}"
+
+
+def _read_metrics(run: Run, keys: dict[str, str]) -> tuple[dict[str, float] | None, str]:
+    assert run.metrics is not None
+    out = {}
+    for m, key in keys.items():
+        value = run.metrics.get(key)
+        if value is None:
+            return None, f"no {key} in metrics.json"
+        try:
+            out[m] = float(value)
+        except (TypeError, ValueError):
+            return None, f"{key} is not a number: {value!r}"
+    return out, ""
+
+
+def _failed_issue(run: Run, row: str | None, where: str = "") -> Issue:
+    detail = (run.problem or "failed") + (f" ({where})" if where else "")
+    if run.overrides:
+        detail += f"; overrides: {' '.join(run.overrides)}"
+    return Issue("failed", detail, row=row, seed=run.seed, path=str(run.path))
+
+
+def _skipped_issues(skipped: dict[str, list[Run]], spec: dict[str, Any]) -> list[Issue]:
+    want = ", ".join(f"{k}={show(v)}" for k, v in (spec.get("filter") or {}).items())
+    issues = []
+    for why, runs in sorted(skipped.items()):
+        names = [r.path.name for r in runs[:SHOW_SKIPPED]]
+        if len(runs) > SHOW_SKIPPED:
+            names.append(f"... {len(runs) - SHOW_SKIPPED} more")
+        issues.append(Issue("skipped", f"{len(runs)} run(s) with {why}, not this table's data "
+                            f"({want}): {', '.join(names)}"))
+    return issues
+
+
+def _mixed_issues(rows_runs: dict[str, list[Run]], ignore: set[str], known: list[str]) -> list[Issue]:
+    """Rows whose runs also differ in another ablation key than the table's own."""
+    issues = []
+    for name, runs in rows_runs.items():
+        for key in known:
+            if key in ignore:
+                continue
+            values = sorted({canon(r.get(key)) for r in runs})
+            if len(values) > 1:
+                issues.append(Issue("mixed", f"its runs differ in {key} ({', '.join(values)})", row=name))
+    return issues
+
+
+def build_table(runs: Sequence[Run], paper: dict[str, Any], table: str, metric: str = "last",
+                use_filter: bool = True, sources: Sequence[str | Path] = ()) -> TableResult:
+    """Summarise ``runs`` as ``table`` of ``paper`` (the loaded ``paper_results.yaml``)."""
+    tables = paper["tables"]
+    if table not in tables:
+        raise KeyError(f"unknown table {table!r}; known: {', '.join(tables)}")
+    spec = tables[table]
+    keys = _metric_keys(paper, metric)
+    selected: list[Run] = []
+    issues: list[Issue] = []
+    skipped: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.config is None:
+            issues.append(_failed_issue(run, None))
+            continue
+        ok, why = _passes_filter(run, spec) if use_filter else (True, "")
+        if ok:
+            selected.append(run)
+        else:
+            skipped.setdefault(why, []).append(run)
+    layout = spec.get("layout", "plain")
+    if layout == "plain":
+        rows, more = _build_plain(selected, spec, keys, _known_keys(paper))
+    elif layout == "groups":
+        rows, more = _build_groups(selected, spec, keys, _known_keys(paper))
+    else:
+        raise ValueError(f"{table}: unknown layout {layout!r}")
+    issues += more + _skipped_issues(skipped, spec)
+    return TableResult(name=table, spec=spec, metric=metric, metric_keys=keys, rows=rows, issues=issues,
+                       sources=[str(s) for s in sources], filtered=use_filter)
+
+
+def _paper_values(row: dict[str, Any] | None) -> dict[str, float | None]:
+    row = row or {}
+    return {m: (float(row[m]) if row.get(m) is not None else None) for m in METRICS}
+
+
+def _build_plain(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str],
+                 known: list[str]) -> tuple[list[RowResult], list[Issue]]:
+    row_keys = _row_keys(spec)
+    issues: list[Issue] = []
+    specs = spec.get("rows")
+    open_rows = specs is None
+    if open_rows:  # no paper values (Fig. 7): one row per distinct setting among the runs
+        specs = {}
+        for run in sorted(runs, key=lambda r: [_seed_order(r.get(k)) for k in row_keys]):
+            name = " / ".join(show(run.get(k)) for k in row_keys)
+            specs.setdefault(name, {"match": {k: run.get(k) for k in row_keys}})
+    matches = {name: _row_match(spec, name, row) for name, row in specs.items()}
+    results = {name: RowResult(name=name, label=str(row.get("label", name)), paper=_paper_values(row))
+               for name, row in specs.items()}
+    paths: dict[tuple[str, Any], str] = {}
+    rows_runs: dict[str, list[Run]] = {name: [] for name in specs}
+    for run in runs:
+        names = [name for name, match in matches.items() if _row_matches(run, match)]
+        if not names:
+            values = ", ".join(f"{k}={show(run.get(k))}" for k in row_keys)
+            issues.append(Issue("unmatched", f"no row has {values}", seed=run.seed, path=str(run.path)))
+            continue
+        name = names[0]
+        if run.failed:
+            issues.append(_failed_issue(run, name))
+            continue
+        rows_runs[name].append(run)
+        values, why = _read_metrics(run, keys)
+        if values is None:
+            issues.append(Issue("no-metric", why, row=name, seed=run.seed, path=str(run.path)))
+            continue
+        result = results[name]
+        if (name, run.seed) in paths:
+            issues.append(Issue("duplicate", f"seed already read from {paths[name, run.seed]}; this run is not used",
+                                row=name, seed=run.seed, path=str(run.path)))
+            continue
+        paths[name, run.seed] = str(run.path)
+        for m in METRICS:
+            result.values[m][run.seed] = values[m]
+    for name, result in results.items():
+        if result.n == 0:
+            issues.append(Issue("missing", "no finished run", row=name))
+    issues += _mixed_issues(rows_runs, set(row_keys) | set(spec.get("filter") or {}) | {"seed"}, known)
+    return list(results.values()), issues
+
+
+def _build_groups(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str],
+                  known: list[str]) -> tuple[list[RowResult], list[Issue]]:
+    group_key: str = spec["group_key"]
+    fold_key: str | None = spec.get("fold_key")
+    folds = [canon(f) for f in spec.get("folds") or []]
+    fold_show = {canon(f): show(f) for f in spec.get("folds") or []}
+    specs: dict[str, dict[str, Any]] = spec["rows"]
+    by_group = {canon(row["group"]): name for name, row in specs.items()}
+    results = {name: RowResult(name=name, label=str(row.get("label", name)), paper=_paper_values(row))
+               for name, row in specs.items()}
+    issues: list[Issue] = []
+    # (row, seed) -> fold (canon; "" without folds) -> (spearman, rl2, path)
+    cells: dict[tuple[str, Any], dict[str, tuple[dict[str, float], str]]] = {}
+    rows_runs: dict[str, list[Run]] = {name: [] for name in specs}
+    for run in runs:
+        value = run.get(group_key)
+        if value is None:  # e.g. data.classes=null: one model on every class
+            groups, single = [row["group"] for row in specs.values()], False
+        elif isinstance(value, (list, tuple)):
+            groups, single = list(value), len(value) == 1
+        else:
+            groups, single = [value], True
+        fold = canon(run.get(fold_key)) if fold_key else ""
+        fold_where = f"{fold_key}={show(run.get(fold_key))}" if fold_key else ""
+        fold_text = f", {fold_where}" if fold_key else ""
+        names = []
+        for g in groups:
+            name = by_group.get(canon(g))
+            if name is None:
+                issues.append(Issue("unmatched", f"no row for {group_key} value {show(g)}{fold_text}",
+                                    seed=run.seed, path=str(run.path)))
+            else:
+                names.append(name)
+        if not names:
+            continue
+        if fold_key and fold not in folds:
+            issues.append(Issue("unmatched", f"{fold_key}={show(run.get(fold_key))} is not one of the folds "
+                                f"{', '.join(fold_show.values())}", row=",".join(names), seed=run.seed,
+                                path=str(run.path)))
+            continue
+        if run.failed:
+            issues.append(_failed_issue(run, ",".join(names), fold_where))
+            continue
+        for name in names:
+            rows_runs[name].append(run)
+            group_keys = keys if single else {
+                m: _group_metric_key(k, str(specs[name].get("metric_name", name))) for m, k in keys.items()}
+            values, why = _read_metrics(run, group_keys)
+            if values is None:
+                issues.append(Issue("no-metric", why + fold_text, row=name, seed=run.seed, path=str(run.path)))
+                continue
+            cell = cells.setdefault((name, run.seed), {})
+            if fold in cell:
+                issues.append(Issue("duplicate", f"already read from {cell[fold][1]}{fold_text}; this run is "
+                                    "not used", row=name, seed=run.seed, path=str(run.path)))
+                continue
+            cell[fold] = (values, str(run.path))
+    # per row and seed: combine the folds (Fisher z / plain mean)
+    for (name, seed), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], _seed_order(kv[0][1]))):
+        if fold_key:
+            have = [f for f in folds if f in cell]
+            if len(have) < len(folds):
+                lacking = [fold_show[f] for f in folds if f not in cell]
+                issues.append(Issue("incomplete", f"{fold_key} {', '.join(fold_show[f] for f in have)} of "
+                                    f"{', '.join(fold_show.values())} finished (missing {', '.join(lacking)}); "
+                                    "this seed is left out of the row", row=name, seed=seed))
+                continue
+            sp = fisher_z_mean([cell[f][0]["spearman"] for f in folds])
+            rl2 = sum(cell[f][0]["rl2"] for f in folds) / len(folds)
+        else:
+            sp, rl2 = cell[""][0]["spearman"], cell[""][0]["rl2"]
+        results[name].values["spearman"][seed] = sp
+        results[name].values["rl2"][seed] = rl2
+    for name, result in results.items():
+        if result.n == 0:
+            issues.append(Issue("missing", "no finished run" + (" set of all folds" if fold_key else ""), row=name))
+    rows = list(results.values())
+    average_spec = spec.get("average")
+    if average_spec is not None:
+        average = RowResult(name="average", label=str(average_spec.get("label", "Avg.")),
+                            paper=_paper_values(average_spec), average=True)
+        seeds = sorted({s for r in rows for s in r.values["spearman"]}, key=_seed_order)
+        for seed in seeds:
+            lacking = [r.name for r in rows if seed not in r.values["spearman"]]
+            if lacking:
+                issues.append(Issue("incomplete", f"no value for {', '.join(lacking)}; this seed is left out "
+                                    "of the average", row=average.name, seed=seed))
+                continue
+            average.values["spearman"][seed] = fisher_z_mean([r.values["spearman"][seed] for r in rows])
+            average.values["rl2"][seed] = sum(r.values["rl2"][seed] for r in rows) / len(rows)
+        if average.n == 0:
+            issues.append(Issue("missing", "no seed has a value for every row", row=average.name))
+        rows.append(average)
+    ignore = {group_key, "seed"} | ({fold_key} if fold_key else set()) | set(spec.get("filter") or {})
+    issues += _mixed_issues(rows_runs, ignore, known)
+    return rows, issues
+
+
+# ---------------------------------------------------------------------------------------- inference
+
+
+def infer_table(runs: Sequence[Run], paper: dict[str, Any]) -> tuple[str, str]:
+    """The table a sweep was run for, from the config keys that vary between its runs.
+
+    A candidate's dataset filter must hold for every run; among the candidates the one whose row keys
+    cover the most varying keys wins, then the one with the fewest row keys that do not vary. With no
+    varying key only a ``groups`` table (one run may cover every AQA-7 class) can be inferred.
+
+    Returns ``(table, reason)``; raises ValueError when no table or several fit equally well.
+    """
+    usable = [r for r in runs if r.config is not None]
+    if not usable:
+        raise ValueError("no run with a readable config.yaml")
+    varying = {k for k in _known_keys(paper) if len({canon(r.get(k)) for r in usable}) > 1}
+    candidates = []
+    for name, spec in paper["tables"].items():
+        if spec.get("rows") is None:
+            continue  # Fig. 7 has no paper values: only on request
+        if not all(_passes_filter(r, spec)[0] for r in usable):
+            continue
+        keys = set(_row_keys(spec))
+        cover = len(keys & varying)
+        if cover == 0 and not (not varying and spec.get("layout") == "groups"):
+            continue
+        candidates.append((-cover, len(keys - varying), name))
+    shown = ", ".join(sorted(varying)) or "none"
+    if not candidates:
+        names = sorted({show(r.get("data.name")) for r in usable})
+        raise ValueError(f"cannot infer the table: data.name {', '.join(names)}, varying keys {shown}; "
+                         "pass --table (and --no-filter for other data)")
+    candidates.sort()
+    best = [name for cover, extra, name in candidates if (cover, extra) == candidates[0][:2]]
+    if len(best) > 1:
+        raise ValueError(f"cannot infer the table, several fit ({', '.join(best)}; varying keys {shown}): "
+                         "pass --table")
+    return best[0], f"varying keys: {shown}"
+
+
+# ---------------------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: float | None, digits: int = 4, sign: bool = False) -> str:
+    if value is None:
+        return "—"
+    if math.isnan(value):
+        return "nan"
+    value = round(value, digits) + 0.0  # no "-0.0000"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _fmt_paper(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _ours(row: RowResult, metric: str) -> str:
+    if row.n == 0:
+        return "—"
+    std = row.std(metric)
+    return f"{_fmt(row.mean(metric))} ± {_fmt(std) if std is not None else '–'} (n={row.n})"
+
+
+def _title(result: TableResult) -> str:
+    label = result.name.replace("table", "Table ") if result.name.startswith("table") else result.name
+    return f"{label}: {result.spec.get('title', '')}".rstrip(": ")
+
+
+def _metric_text(result: TableResult) -> str:
+    which = "last epoch" if result.metric == "last" else "best epoch"
+    return f"{result.metric_keys['spearman']}, {result.metric_keys['rl2']} ({which})"
+
+
+def render_markdown(result: TableResult) -> str:
+    spec = result.spec
+    labels = {m: ("Sp. Corr." if m == "spearman" else "R-l2 (x100)") for m in METRICS}
+    lines = [f"### {_title(result)}", ""]
+    lines.append(f"Source: {spec.get('source', '?')}; dataset: {spec.get('dataset', '?')}; "
+                 f"runs: {', '.join(result.sources) or '?'}.")
+    lines.append(f"Ours: mean ± sample std over seeds (n seeds) of {_metric_text(result)}; "
+                 "Δ = ours − paper." + ("" if result.filtered else " Dataset filter off."))
+    if not result.has_paper_values:
+        lines.append(f"Paper: {spec.get('paper_note', 'no values')}.")
+    lines.append("")
+    header = [str(spec.get("row_header", "Row"))]
+    for m in METRICS:
+        header += [f"{labels[m]} ours"] + ([f"{labels[m]} paper", "Δ"] if result.has_paper_values else [])
+    header.append("seeds")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in result.rows:
+        cells = [f"**{row.label}**" if row.average else row.label]
+        for m in METRICS:
+            cells.append(_ours(row, m))
+            if result.has_paper_values:
+                cells += [_fmt_paper(row.paper.get(m)), _fmt(row.diff(m), sign=True)]
+        cells.append(", ".join(str(s) for s in row.seeds) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if result.issues:
+        lines.append("Missing / failed / left out:")
+        lines += [f"- {issue.text()}" for issue in result.issues]
+    else:
+        lines.append("Missing / failed / left out: none.")
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["table", "kind", "row", "label", "n", "seeds",
+               "spearman_mean", "spearman_std", "spearman_paper", "spearman_diff",
+               "rl2_mean", "rl2_std", "rl2_paper", "rl2_diff", "metric", "detail", "path"]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def render_csv(result: TableResult) -> str:
+    """One line per row (kind ``row`` / ``average``), then one per issue (kind = the issue's kind)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in result.rows:
+        line = {"table": result.name, "kind": "average" if row.average else "row", "row": row.name,
+                "label": row.label, "n": row.n, "seeds": " ".join(str(s) for s in row.seeds),
+                "metric": result.metric, "detail": "", "path": ""}
+        for m in METRICS:
+            line.update({f"{m}_mean": _num(row.mean(m)), f"{m}_std": _num(row.std(m)),
+                         f"{m}_paper": _num(row.paper.get(m)), f"{m}_diff": _num(row.diff(m))})
+        writer.writerow(line)
+    for issue in result.issues:
+        writer.writerow({"table": result.name, "kind": issue.kind, "row": issue.row or "",
+                         "seeds": "" if issue.seed is None else str(issue.seed), "metric": result.metric,
+                         "detail": issue.detail, "path": issue.path or ""})
+    return buf.getvalue()
+
+
+def render(result: TableResult, fmt: str = "markdown") -> str:
+    if fmt == "markdown":
+        return render_markdown(result)
+    if fmt == "csv":
+        return render_csv(result)
+    raise ValueError(f"format must be markdown or csv, got {fmt!r}")
