@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import shared_annotations, tiny_config
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from helpers import shared_annotations, tiny_config
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import DataCheckError, PairDataModule
 from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
@@ -171,9 +171,9 @@ def test_negative_loss_weight():
 
 
 def test_unknown_config_key_is_named_by_hydra():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException, match="model.decoder.layerz"):
-            compose(config_name="train", overrides=["model.decoder.layerz=3"])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), \
+            pytest.raises(ConfigCompositionException, match="model.decoder.layerz"):
+        compose(config_name="train", overrides=["model.decoder.layerz=3"])
 
 
 def test_missing_i3d_checkpoint(tmp_path):
@@ -195,3 +195,27 @@ def test_val_fraction_outside_range(dataset):
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match=r"data.val_fraction must be in \[0, 1\)"):
             PairDataModule(_config(dataset, val_fraction=bad))
+
+
+def test_resume_with_a_changed_model_configuration(tmp_path):
+    import dataclasses
+
+    from t2cr.cli.train import refuse_changed_model
+
+    model = dataclasses.asdict(tiny_config())
+    torch.save({"hyper_parameters": {"model": model}}, tmp_path / "last.ckpt")
+    refuse_changed_model(str(tmp_path / "last.ckpt"), model)  # the same: fine
+    changed = {**model, "decoder": {**model["decoder"], "layers": 5}, "two_path": False}
+    with pytest.raises(ValueError, match="model.decoder.layers, model.two_path differ"):
+        refuse_changed_model(str(tmp_path / "last.ckpt"), changed)
+
+
+def test_resume_from_a_folder_without_checkpoints(tmp_path):
+    from omegaconf import OmegaConf
+
+    from t2cr.cli.train import resume_checkpoint
+
+    cfg = OmegaConf.create({"resume": True, "ckpt_path": None})
+    with pytest.raises(FileNotFoundError, match="last.ckpt, which does not exist.*hydra.run.dir"):
+        resume_checkpoint(cfg, tmp_path)
+    assert resume_checkpoint(OmegaConf.create({"resume": "auto", "ckpt_path": None}), tmp_path) is None

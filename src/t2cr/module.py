@@ -47,6 +47,7 @@ class T2CRModule(pl.LightningModule):
         self.metrics: dict[str, dict[str, float]] = {}  # last epoch's metrics per split
         self.best: dict[str, float] = {}
         self.group_names: list[str] = []  # AQA-7 classes / JIGSAWS tasks, set from the data module
+        self._resumed_batches = 0  # batches of the current epoch done before a mid-epoch resume
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> T2CRModule:
@@ -84,12 +85,16 @@ class T2CRModule(pl.LightningModule):
                      prog_bar=name == "total")
         return terms["total"]
 
-    def on_train_epoch_start(self) -> None:
-        """After a mid-epoch resume (SIGTERM checkpoint), skip the batches this epoch already took."""
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    def on_train_start(self) -> None:
+        """After a mid-epoch resume (SIGTERM checkpoint), skip the batches the epoch already took.
+
+        Called once per fit, after the loaders exist and before the resumed epoch iterates (Lightning
+        does not call on_train_epoch_start for an epoch it resumes in the middle).
+        """
+        done, self._resumed_batches = self._resumed_batches, 0
         sampler = getattr(self.trainer.train_dataloader, "sampler", None)
-        if hasattr(sampler, "skip_batches"):
-            sampler.skip_batches(done if self.trainer.fit_loop.epoch_loop.restarting else 0)
+        if done and done < self.trainer.num_training_batches and hasattr(sampler, "skip_batches"):
+            sampler.skip_batches(done)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups(self.optim_config.backbone_lr, self.optim_config.head_lr)
@@ -197,6 +202,8 @@ class T2CRModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = dict(checkpoint.get("t2cr_best", {}))
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        self._resumed_batches = int(progress.get("current", {}).get("completed", 0))
 
 
 def module_from_config(model: T2CRConfig | dict, loss: LossConfig | dict, optim: OptimConfig | dict) -> T2CRModule:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -70,3 +70,22 @@ class SaveOnSigterm(Callback):
             trainer.save_checkpoint(str(self.last_path))
             log.warning("SIGTERM: saved %s at global step %d; continue with resume=true", self.last_path,
                         trainer.global_step)
+
+
+class LastEveryEpoch(ModelCheckpoint):
+    """`last.ckpt` at the end of every training epoch, whether or not the epoch validated.
+
+    Lightning's own `save_last` only follows a top-k save, which a monitored metric skips on epochs
+    without validation. A ModelCheckpoint subclass, so that Lightning runs it after the best-epoch
+    checkpoint and the saved state includes that epoch's best.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, save_on_train_epoch_end=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Never at validation end: that checkpoint would record an unfinished epoch."""

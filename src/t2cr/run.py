@@ -20,7 +20,7 @@ from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.launch import exit_with_parent, launch_local_ranks
-from t2cr.reliability import AtomicCheckpointIO, SaveOnSigterm
+from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,26 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str) -> Any:
     raise ValueError(f"unknown logger.kind {kind!r}; expected wandb, csv or none")
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
-        monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=True, every_n_epochs=1,
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, ModelCheckpoint]:
+    """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM save, progress bar.
+
+    Both checkpoints are written at the end of the training epoch (after its validation): one saved at
+    validation end records an unfinished epoch, which a resume would train again.
+    """
+    directory = str(run_dir / "checkpoints")
+    best = ModelCheckpoint(
+        dirpath=directory, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+        monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=False, every_n_epochs=1,
+        save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [checkpoint, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt")]
+    last = LastEveryEpoch(directory)
+    callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt")]
     progress = cfg.callbacks.progress
     if progress == "rich":
         callbacks.append(RichProgressBar())
     elif progress == "tqdm":
         callbacks.append(TQDMProgressBar())
-    return callbacks, checkpoint
+    return callbacks, last, best
 
 
 def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_dir: Path) -> pl.Trainer:

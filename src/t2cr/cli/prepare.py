@@ -25,11 +25,15 @@ from t2cr.run import CONF_DIR, build_datamodule
 SPLITS = ("train", "val", "test")
 
 
-def load(cfg: DictConfig):
-    """The data module (over the raw frames, without its own frame check), every sample, a raw reader."""
+def load(cfg: DictConfig, checking: bool = False):
+    """The data module over the raw frames, every sample it keeps, a raw reader.
+
+    Preparing runs the data module's own existence check, so a missing frame stops it with the paths,
+    or with data.skip_missing=true drops those samples as training would; checking runs ours (decoding).
+    """
     with open_dict(cfg):
         cfg.data.use_cache = "never"  # prepare and check look at the raw frames
-        cfg.data.check = False  # the check is ours to run and report
+        cfg.data.check = not checking
     datamodule = build_datamodule(cfg)
     samples: dict[str, Sample] = {}
     for split in SPLITS:
@@ -47,7 +51,7 @@ def _progress() -> Progress:
 
 
 def check(cfg: DictConfig) -> list[SampleProblem]:
-    _, samples, reader = load(cfg)
+    _, samples, reader = load(cfg, checking=True)
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("checking frames", total=len(samples))

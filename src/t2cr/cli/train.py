@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str, Any],
                   resume_from: str | None) -> dict[str, Any]:
     logger = build_logger(cfg, run_dir, f"{cfg.name}-{run_dir.name}")
-    callbacks, checkpoint = build_callbacks(cfg, run_dir)
+    callbacks, last_checkpoint, best_checkpoint = build_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, logger, callbacks, run_dir)
     module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"])
     module.group_names = list(datamodule.groups)
@@ -111,7 +111,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     trainer.test(module, datamodule=datamodule, verbose=False)
     results: dict[str, Any] = dict(module.metrics.get("test", {}))
     last_rows = module.predictions.get("test", [])
-    last_path = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+    last_path = Path(last_checkpoint.last_model_path) if last_checkpoint.last_model_path else None
     bank_k, seed = datamodule.config.voting_exemplars, cfg.seed
     if trainer.is_global_zero and last_path and last_path.is_file():
         add_to_checkpoint(last_path, BANK_KEY, build_exemplar_bank(module.model, datamodule, bank_k, seed,
@@ -119,7 +119,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     trainer.strategy.barrier()
 
     best_rows: list[dict[str, float]] = []
-    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    best_path = Path(best_checkpoint.best_model_path) if best_checkpoint.best_model_path else None
     if cfg.test_best and best_path and best_path.is_file():
         trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), verbose=False)
         results.update({f"best/{k}": v for k, v in module.metrics.get("test", {}).items()})

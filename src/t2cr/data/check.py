@@ -67,7 +67,11 @@ class _Checker:
         self.listings = _Listings()
 
     def __call__(self, sample: Sample) -> list[SampleProblem]:
+        from t2cr.data.cache import CachedFrameSource
+
         source = self.source
+        if isinstance(source, CachedFrameSource):  # a cache without raw frames behind it
+            return self.cached(sample)
         if isinstance(source, JpegFolderSource):
             return self.pattern(sample) if source.pattern is not None else self.listing(sample)
         if isinstance(source, VideoFileSource):
@@ -187,6 +191,22 @@ class _Checker:
             problems.append(self.problem(sample, "too_few_frames", f"the video has {count} frames, the sample "
                                          f"needs frames up to {max(candidates)}", path, beyond))
         return problems
+
+    def cached(self, sample: Sample) -> list[SampleProblem]:
+        """The cache must hold the sample and every frame a read of it can take."""
+        entry = self.source.entry(sample)
+        where = self.source.cache_dir
+        if entry is None:
+            return [self.problem(sample, "missing_frames", "not in the frame cache (data.use_cache=require)", where)]
+        try:
+            candidates = self.reader.candidate_frames(sample)
+        except KeyError as error:
+            return [self.problem(sample, "missing_frames", str(error), where)]
+        absent = sorted({int(n) for n in candidates} - {int(n) for n in entry.numbers})
+        if absent:
+            return [self.problem(sample, "missing_frames", f"the frame cache lacks {len(absent)} of its frames",
+                                 entry.array, absent)]
+        return []
 
     def generic(self, sample: Sample) -> list[SampleProblem]:
         try:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t2cr.data.annotations import read_annotations
-from t2cr.data.config import DataConfig
-from t2cr.data.exemplars import ExemplarPools, stable_rng
 from t2cr.data.cache import CachedFrameSource, open_frame_source
 from t2cr.data.check import check_samples, format_report, problem_keys
+from t2cr.data.config import DataConfig
+from t2cr.data.exemplars import ExemplarPools, stable_rng
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.synthetic import ensure_synthetic_dataset
@@ -207,7 +207,7 @@ class PairDataModule(pl.LightningDataModule):
                                  f"was trained.\n{report}")
         bad = set(problem_keys(problems))
         log.warning("data.skip_missing=true: dropping %d samples with missing frames: %s", len(bad),
-                    ", ".join(sorted(bad)))
+                    ", ".join(sorted(bad)[:20]) + (" ..." if len(bad) > 20 else ""))
         return {split: [s for s in samples if s.key_str not in bad] for split, samples in splits.items()}
 
     def _carve_validation(self, train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
