@@ -29,3 +29,22 @@ lint: install
 
 clean:
 	rm -rf $(STAMP) build *.egg-info src/*.egg-info .pytest_cache
+
+# ------------------------------------------------------------------------------------------------------
+# The paper's tables as Hydra sweeps: one target per sweep file experiments/<sweep>.yaml, each a whole
+# table x 3 seeds in one sweep folder multirun/<sweep>/<stamp>/ (jobs, epochs and cost:
+# experiments/README.md). The paths are the dataset's the sweep trains on:
+#   make table8 ANNOTATIONS=/data/AQA-7 DATA_ROOT=/data/AQA-7/frames I3D=/data/model_rgb.pth
+#   t2cr-tables multirun/table8/<stamp> --table table8
+# SEEDS=0,1,2,3,4 replaces the seeds; ARGS='...' appends Hydra overrides (e.g. trainer=ddp,
+# hydra/launcher=slurm, data.cache_dir=...).
+SWEEPS := table1 table2 table3 table4 table5 table6 table7 table8 table9 table10 table11 fig7_n fig7_k
+
+.PHONY: $(SWEEPS)
+
+$(SWEEPS): install
+	@if [ -z "$(ANNOTATIONS)" ] || [ -z "$(DATA_ROOT)" ] || [ -z "$(I3D)" ]; then \
+		echo "make $@: pass ANNOTATIONS=<annotation folder> DATA_ROOT=<frames> I3D=<model_rgb.pth>" >&2; exit 2; fi
+	$(PYTHON) -m t2cr.cli.train --config-dir experiments --config-name $@ \
+		data.annotations=$(ANNOTATIONS) data.root=$(DATA_ROOT) model.backbone.checkpoint=$(I3D) \
+		$(if $(SEEDS),seed=$(SEEDS)) $(ARGS)

@@ -9,16 +9,12 @@ import torch
 
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
-from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from t2cr.data.transforms import TransformConfig
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dm") / "synthetic"
-    ensure_synthetic_dataset(SyntheticConfig(root=str(root), num_train=12, num_test=7, num_events=2, height=32,
-                                             width=32, frames_per_dive=16))
-    return root
+def synthetic_root(tiny_synthetic) -> Path:
+    return tiny_synthetic
 
 
 def _config(dataset: Path, **overrides) -> DataConfig:

@@ -11,17 +11,12 @@ import pytest
 import torch
 from framework_helpers import read_metrics, run_cli, tiny_overrides
 
-from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic") / "data"
-    ensure_synthetic_dataset(SyntheticConfig(root=str(root), num_train=12, num_test=7, num_events=2, height=32,
-                                             width=32, frames_per_dive=16))
-    return root
+def data_root(tiny_synthetic) -> Path:
+    return tiny_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from hydra.errors import ConfigCompositionException
 
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import DataCheckError, PairDataModule
-from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.losses import LossConfig
 from t2cr.models.backbones import BackboneConfig, build_backbone
@@ -24,11 +23,8 @@ from t2cr.run import CONF_DIR
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("validation") / "synthetic"
-    ensure_synthetic_dataset(SyntheticConfig(root=str(root), num_train=12, num_test=6, num_events=2, height=32,
-                                             width=32, frames_per_dive=16))
-    return root
+def pristine(tiny_synthetic) -> Path:
+    return tiny_synthetic
 
 
 @pytest.fixture
@@ -219,3 +215,14 @@ def test_resume_from_a_folder_without_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.ckpt, which does not exist.*hydra.run.dir"):
         resume_checkpoint(cfg, tmp_path)
     assert resume_checkpoint(OmegaConf.create({"resume": "auto", "ckpt_path": None}), tmp_path) is None
+
+
+def test_required_paths_left_unset_are_named():
+    from omegaconf.errors import MissingMandatoryValue
+
+    from t2cr.config import to_dataclass
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["data=mtl_aqa"])
+    with pytest.raises(MissingMandatoryValue, match="data.annotations"):
+        to_dataclass(DataConfig, cfg.data)

@@ -16,6 +16,8 @@ def to_dataclass(schema: type[T], section: Mapping[str, Any] | DictConfig | None
     Unknown keys and wrongly typed values fail here, with OmegaConf naming the key.
     """
     if isinstance(section, DictConfig):
-        section = OmegaConf.to_container(section, resolve=True)  # interpolations point outside the section
+        # interpolations point outside the section; a required value left as ??? must fail here, not
+        # fall back to the schema's default (e.g. a data path)
+        section = OmegaConf.to_container(section, resolve=True, throw_on_missing=True)
     merged = OmegaConf.merge(OmegaConf.structured(schema), section or {})
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
