@@ -276,3 +276,29 @@ def test_command_writes_png_and_npz_for_a_video_file(tmp_path):
     assert len(archive["frame_indices"]) == 5 and archive["source_frames"].max() == 131  # 132 frames
     for key in ("score", "f_baseline", "delta"):
         assert np.isfinite(archive[key])
+
+
+def test_a_dataset_sample_key_can_be_explained(tiny_synthetic):
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from t2cr.cli.explain import _input_frames
+    from t2cr.run import CONF_DIR, build_datamodule
+
+    overrides = ["ckpt_path=x.ckpt", f"data.synthetic.root={tiny_synthetic}", "data.synthetic.num_train=12",
+                 "data.synthetic.num_test=7", "data.synthetic.num_events=2", "data.synthetic.height=32",
+                 "data.synthetic.width=32", "data.synthetic.frames_per_dive=16", "data.num_frames=16",
+                 "data.num_clips=3", "data.base_starts=[0,4,8]", "data.clip_length=8"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="explain", overrides=[*overrides, "sample='1_4'"])
+        both = compose(config_name="explain", overrides=[*overrides, "sample='1_4'", "video=v.mp4"])
+        unknown = compose(config_name="explain", overrides=[*overrides, "sample=9_9"])  # read as 99
+    frames = _input_frames(cfg)
+    datamodule = build_datamodule(cfg)
+    sample = next(s for split in ("train", "test") for s in datamodule.samples(split) if s.key_str == "1_4")
+    assert frames.shape == (16, 32, 32, 3)
+    assert np.array_equal(frames, datamodule.reader.read_frames(sample, None))
+    with pytest.raises(ValueError, match="exactly one of video="):
+        _input_frames(both)
+    with pytest.raises(KeyError, match="sample=99 is not a key.*quote keys with underscores"):
+        _input_frames(unknown)

@@ -47,6 +47,27 @@ def _same_input(bank_a: dict[str, Any], bank_b: dict[str, Any]) -> None:
                              "the two checkpoints' maps can only be shown over the same input frames")
 
 
+def _input_frames(cfg: DictConfig):
+    """The frames of `video=` (a file or frame folder), or of the dataset sample `sample=<key>` of `data.*`,
+    read as evaluation reads it (no temporal jitter)."""
+    if bool(cfg.video) == bool(cfg.sample):
+        raise ValueError("give exactly one of video=<file or frame folder> and sample=<dataset key, e.g. 1_4>")
+    if cfg.video:
+        return read_any_video(cfg.video)
+    from t2cr.run import build_datamodule
+
+    datamodule = build_datamodule(cfg)
+    for split in ("test", "val", "train"):
+        for sample in datamodule.samples(split):
+            if sample.key_str == str(cfg.sample):
+                return datamodule.reader.read_frames(sample, None)
+    hint = ""
+    if isinstance(cfg.sample, int):  # Hydra reads 1_4 as the integer 14
+        hint = "; quote keys with underscores: sample=\"'1_4'\""
+    raise KeyError(f"sample={cfg.sample} is not a key of {cfg.data.name} (keys look like "
+                   f"{datamodule.samples('test')[0].key_str!r}){hint}")
+
+
 def explain(cfg: DictConfig) -> dict[str, Any]:
     device = cfg.device
     if device == "auto":
@@ -56,7 +77,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                "difficulty": cfg.difficulty}
     module = load_with_bank(cfg.ckpt_path)
     bank = module.exemplar_bank
-    frames = read_any_video(cfg.video)
+    frames = _input_frames(cfg)
     video, source_frames = prepare_video(frames, bank)
     video = video.to(device)
     attributions, info = attribute(module.model.to(device), bank, video, cfg.pool, **options)
@@ -80,14 +101,15 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
     shown = shown_frames(video.shape[2], cfg.num_frames_shown)
     output_dir = Path(str(cfg.output_dir))
-    name = cfg.name or f"{Path(str(cfg.video)).stem}_{cfg.target}_{cfg.baseline}"
+    source = cfg.video if cfg.video else f"sample_{cfg.sample}"
+    name = cfg.name or f"{Path(str(source)).stem}_{cfg.target}_{cfg.baseline}"
     title = " | ".join(f"{label.removeprefix('IG ')}: score {i['score']:.2f}, {cfg.target} {i['f_input']:.2f} "
                        f"(baseline {i['f_baseline']:.2f})" for (label, _), i in zip(rows, infos))
     png = render_figure(video, bank, rows, shown, output_dir / f"{name}.png",
                         title=f"Integrated Gradients ({cfg.baseline} baseline, {cfg.steps} steps)\n{title}",
                         frame_labels=[int(source_frames[t]) for t in shown], alpha=float(cfg.alpha))
     npz = save_attributions(output_dir / f"{name}.npz", attributions, info, shown, source_frames, extra)
-    result: dict[str, Any] = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path), "png": str(png),
+    result: dict[str, Any] = {"video": str(source), "checkpoint": str(cfg.ckpt_path), "png": str(png),
                               "npz": str(npz), **info}
     if cfg.compare_ckpt:
         result["compare"] = {"checkpoint": str(cfg.compare_ckpt), **infos[1]}
