@@ -62,3 +62,15 @@ def shared_annotations() -> Path | None:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
+
+
+def real_annotations(dataset: str) -> Path:
+    """The real annotation folder of one dataset (e.g. 'MTL-AQA'); skips the test when it is absent."""
+    import pytest
+
+    root = shared_annotations()
+    folder = None if root is None else root / dataset
+    if folder is None or not folder.is_dir():
+        pytest.skip(f"the real {dataset} annotation files are not available (expected under "
+                    f"../shared/data/annotations/{dataset} or $T2CR_ANNOTATIONS/{dataset})")
+    return folder

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import shared_annotations
+from helpers import real_annotations
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy.io import savemat
@@ -41,7 +41,6 @@ from t2cr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from t2cr.models.t2cr import T2CRConfig, build_clip_plans
 from t2cr.run import CONF_DIR
 
-ANNOTATIONS = shared_annotations()
 HEIGHT, WIDTH = 24, 32  # written frames; equal to data.transform.resize, so nothing is resized
 CROP = 20
 K = 2  # data.voting_exemplars
@@ -152,17 +151,11 @@ def compose_data(name: str, *overrides: str) -> DataConfig:
     return to_dataclass(DataConfig, compose_cfg(name, *overrides).data)
 
 
-def _real(dataset: str) -> Path:
-    folder = None if ANNOTATIONS is None else ANNOTATIONS / dataset
-    if folder is None or not folder.is_dir():
-        pytest.skip(f"the real {dataset} annotation files are not available (expected under "
-                    f"../shared/data/annotations/{dataset} or $T2CR_ANNOTATIONS/{dataset})")
-    return folder
 
 
 def mtl_aqa_layout(root: Path) -> Layout:
     """{root}/{event:02d}/{frame:06d}.jpg, frames end_frame-105 .. end_frame+3 (103 frames, shift +-3)."""
-    annotations = _real("MTL-AQA")
+    annotations = real_annotations("MTL-AQA")
     splits = read_annotations(DataConfig(format="mtl_aqa", annotations=str(annotations)))
     difficulty = 3.0  # rule difficulty: the test samples' pool is the training samples of DD 3.0
     train = [s for s in splits["train"] if s.difficulty == difficulty][:3]
@@ -179,7 +172,7 @@ def mtl_aqa_layout(root: Path) -> Layout:
 
 def finediving_layout(root: Path) -> Layout:
     """{root}/{event}/{idx}/{frame:05d}.jpg with absolute frame numbers start..end; 96 by linspace."""
-    annotations = _real("FineDiving")
+    annotations = real_annotations("FineDiving")
     splits = read_annotations(DataConfig(format="finediving", annotations=str(annotations),
                                          frame_pattern="{folder}/{frame:05d}.jpg"))
     action = "407c"  # rule action_type
@@ -230,7 +223,7 @@ JIGSAWS_IMAGES = 170
 
 
 def _jigsaws_keys() -> tuple[Path, list[str], list[str]]:
-    annotations = _real("JIGSAWS")
+    annotations = real_annotations("JIGSAWS")
     splits = read_annotations(DataConfig(format="jigsaws", annotations=str(annotations), task="Suturing",
                                          fold=0, frame_pattern=None))
     return annotations, [s.key for s in splits["train"][:3]], [s.key for s in splits["test"][:2]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shared_annotations
+from helpers import real_annotations
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy.io import savemat
@@ -25,16 +25,6 @@ from t2cr.data.jigsaws import read_jigsaws
 from t2cr.data.reading import SampleReader
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.run import CONF_DIR
-
-ANNOTATIONS = shared_annotations()
-
-
-def _real(dataset: str) -> Path:
-    folder = None if ANNOTATIONS is None else ANNOTATIONS / dataset
-    if folder is None or not folder.is_dir():
-        pytest.skip(f"the real {dataset} annotation files are not available (expected under "
-                    f"../shared/data/annotations/{dataset} or $T2CR_ANNOTATIONS/{dataset})")
-    return folder
 
 
 def _load(path: Path):
@@ -52,7 +42,7 @@ def test_readers_are_registered():
 # ------------------------------------------------------------------------------------------ FineDiving
 @pytest.fixture(scope="module")
 def finediving():
-    folder = _real("FineDiving")
+    folder = real_annotations("FineDiving")
     return folder, read_finediving(folder, DataConfig(format="finediving", frame_pattern="{folder}/{frame:05d}.jpg"))
 
 
@@ -110,7 +100,7 @@ def test_finediving_exemplar_pools_hold_one_action_type(finediving):
 
 
 def test_finediving_without_coarse_file_lists_the_folders(tmp_path):
-    folder = _real("FineDiving")
+    folder = real_annotations("FineDiving")
     for name in ("train_split.pkl", "test_split.pkl", "fine-grained_annotation_aqa.pkl"):
         (tmp_path / name).symlink_to(folder / name)
     splits = read_finediving(tmp_path, DataConfig(format="finediving", frame_pattern=None))
@@ -119,7 +109,7 @@ def test_finediving_without_coarse_file_lists_the_folders(tmp_path):
 
 
 def test_finediving_inconsistent_frame_range_is_refused(tmp_path):
-    folder = _real("FineDiving")
+    folder = real_annotations("FineDiving")
     for name in ("train_split.pkl", "test_split.pkl", "fine-grained_annotation_aqa.pkl"):
         (tmp_path / name).symlink_to(folder / name)
     coarse = _load(folder / "FineDiving_coarse_annotation.pkl")
@@ -146,7 +136,7 @@ def _jigsaws_config(task, fold, annotations="x") -> DataConfig:
 
 @pytest.mark.parametrize("task", sorted(VIDEOS_PER_TASK))
 def test_jigsaws_folds(task):
-    folder = _real("JIGSAWS")
+    folder = real_annotations("JIGSAWS")
     labels = _load(folder / "label.pkl")
     tests = []
     for fold in range(4):
@@ -169,7 +159,7 @@ def test_jigsaws_folds(task):
 
 
 def test_jigsaws_fold_sizes():
-    folder = _real("JIGSAWS")
+    folder = real_annotations("JIGSAWS")
     sizes = {task: [len(read_jigsaws(folder, _jigsaws_config(task, f))["test"]) for f in range(4)]
              for task in VIDEOS_PER_TASK}
     assert sizes == {"Suturing": [9, 10, 10, 10], "Needle_Passing": [7] * 4, "Knot_Tying": [9] * 4}
@@ -180,13 +170,13 @@ def test_jigsaws_fold_sizes():
     ("Suturing", 4, "data.fold"), ("Suturing", -1, "data.fold"),
 ])
 def test_jigsaws_bad_task_or_fold_is_refused(task, fold, key):
-    folder = _real("JIGSAWS")
+    folder = real_annotations("JIGSAWS")
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         read_jigsaws(folder, _jigsaws_config(task, fold))
 
 
 def test_jigsaws_name_without_label_is_refused(tmp_path):
-    folder = _real("JIGSAWS")
+    folder = real_annotations("JIGSAWS")
     labels = _load(folder / "label.pkl")
     del labels["Suturing_B001"]
     with (tmp_path / "label.pkl").open("wb") as handle:
@@ -203,7 +193,7 @@ def test_jigsaws_missing_files_name_the_path(tmp_path):
 
 
 def test_jigsaws_listed_folder_gives_160_frames(tmp_path):
-    folder = _real("JIGSAWS")
+    folder = real_annotations("JIGSAWS")
     sample = read_jigsaws(folder, _jigsaws_config("Suturing", 0))["test"][0]
     frames = tmp_path / sample.frames
     frames.mkdir()

@@ -6,8 +6,6 @@ model's score space and their backbone clip features (computed with the checkpoi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from t2cr.data.exemplars import stable_rng
 from t2cr.data.frames import linspace_indices
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.models.t2cr import T2CR
+from t2cr.reliability import AtomicCheckpointIO
 
 BANK_KEY = "t2cr_exemplar_bank"
 
@@ -57,14 +56,7 @@ def add_to_checkpoint(path: Path, key: str, value: Any) -> None:
     """Add an entry to a checkpoint file, replacing it atomically (a crash leaves the old file)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     checkpoint[key] = value
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
 def resolve_pool(bank: dict[str, Any], pool: object) -> str:
