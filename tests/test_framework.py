@@ -135,3 +135,24 @@ def test_multirun_with_ddp_leaves_one_sweep_folder(data_root, tmp_path):
         assert (job / "metrics.json").is_file(), job
         assert read_metrics(job)["test/num_samples"] == 7
     assert len(list(tmp_path.rglob("metrics.json"))) == 2  # no second folder written by rank 1
+
+
+def test_fast_ablation_mode_under_ddp_matches_a_single_process_evaluation(data_root, tmp_path):
+    """The stored-features path on 2 processes (each computes a share, all gather) gives the metrics
+    a single process evaluates from the store the DDP run wrote."""
+    store = tmp_path / "features"
+    overrides = [*tiny_overrides(data_root), "runtime=fast_ablation", f"runtime.feature_cache_dir={store}",
+                 "trainer.max_epochs=1"]
+    run_cli("train", [*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=data_root.parent)
+    assert len(list(store.glob("clip_features-*.pt"))) == 1
+    trained = read_metrics(tmp_path / "ddp")
+    config = (tmp_path / "ddp" / "config.yaml").read_text()
+    assert "stored_features: true" in config and "trainable: false" in config
+    data = [o for o in tiny_overrides(data_root) if o.startswith("data.")]
+    run_cli("eval", [f"ckpt_path={tmp_path / 'ddp' / 'checkpoints' / 'last.ckpt'}", *data, "trainer=cpu",
+                     "runtime=fast_ablation", f"runtime.feature_cache_dir={store}",
+                     f"hydra.run.dir={tmp_path / 'eval'}"], cwd=data_root.parent)
+    evaluated = read_metrics(tmp_path / "eval")
+    assert evaluated["test/num_samples"] == trained["test/num_samples"] == 7
+    for key in ("test/spearman", "test/rl2", "test/l2"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-5, abs=1e-7), key

@@ -232,6 +232,22 @@ def test_table6_rows_keyed_by_three_switches(tmp_path, paper):
     assert "0.9650 ± 0.0071 (n=2)" in line and "0.9638" in line and "+0.0012" in line
 
 
+def test_fast_ablation_runs_are_labelled_a_deviation(tmp_path, paper):
+    sweep = tmp_path / "t6fast"
+    for seed in (0, 1):
+        config = _config(seed, data_name="mtl_aqa", classes=None, exemplar_rule="difficulty")
+        config["runtime"] = {"stored_features": seed == 0}
+        _job(sweep, seed, f"s{seed}", config, _metrics(0.9, 0.3))
+    result = tables.build_table(tables.load_runs(sweep), paper, "table6")
+    assert result.deviations and result.deviations[0].startswith("1 of 2 runs: fast ablation mode")
+    markdown = tables.render_markdown(result)
+    assert "**Deviation from the paper**: 1 of 2 runs: fast ablation mode" in markdown
+    rows = list(csv.DictReader(io.StringIO(tables.render_csv(result))))
+    assert [r["kind"] for r in rows].count("deviation") == 1
+    plain = tables.build_table(tables.load_runs(sweep / "1_s1"), paper, "table6")
+    assert plain.deviations == [] and "Deviation" not in tables.render_markdown(plain)
+
+
 # ----------------------------------------------------------------------- Table 4 (JIGSAWS, folds)
 
 

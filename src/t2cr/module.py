@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,11 +18,16 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from t2cr import features as clip_store
 from t2cr import metrics
 from t2cr.config import to_dataclass
+from t2cr.data.cache import cache_identity
+from t2cr.features import FeatureTable
 from t2cr.losses import LossConfig, T2CRLoss
 from t2cr.models.t2cr import T2CR, T2CRConfig
 from t2cr.reliability import check_finite
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,16 +37,47 @@ class OptimConfig:
     weight_decay: float = 0.0
 
 
+@dataclass
+class RuntimeConfig:
+    """How the work is done. Only `stored_features` changes the experiment (and is labelled a deviation)."""
+
+    # evaluation runs the backbone once per video (queries and voting exemplars), then the heads per
+    # pair; false runs it on the query and all K exemplars of every batch (the naive path; same numbers)
+    eval_features_once: bool = True
+    # fast ablation mode, a DEVIATION from the paper (which fine-tunes I3D): needs
+    # model.backbone.trainable=false; every video's clip features are computed once, from its evaluation
+    # read (no temporal jitter, crop or flip augmentation), kept in feature_cache_dir, and training runs
+    # only the heads
+    stored_features: bool = False
+    feature_cache_dir: str = "data/feature_cache"
+    feature_batch_size: int = 4  # videos per backbone call while computing clip features
+    channels_last: bool = False  # backbone in channels-last 3D layout
+    compile: bool = False  # torch.compile the backbone
+
+
 class T2CRModule(pl.LightningModule):
-    def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any]) -> None:
+    def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any],
+                 runtime: dict[str, Any] | None = None) -> None:
         super().__init__()
+        runtime = dict(runtime or {})
         # plain containers only: DictConfig or dataclasses in hparams break `fit(ckpt_path=...)` under
         # torch >= 2.6 (weights_only unpickling)
-        self.save_hyperparameters({"model": dict(model), "loss": dict(loss), "optim": dict(optim)})
+        self.save_hyperparameters({"model": dict(model), "loss": dict(loss), "optim": dict(optim),
+                                   "runtime": runtime})
         self.model_config = to_dataclass(T2CRConfig, model)
         self.loss_config = to_dataclass(LossConfig, loss)
         self.optim_config = to_dataclass(OptimConfig, optim)
+        self.runtime = to_dataclass(RuntimeConfig, runtime)
+        if self.runtime.stored_features and self.model_config.backbone.trainable:
+            raise ValueError("runtime.stored_features=true needs a frozen backbone: set model.backbone.trainable=false "
+                             "(runtime=fast_ablation sets both)")
         self.model = T2CR(self.model_config)
+        if self.runtime.channels_last:
+            self.model.use_channels_last()
+        if self.runtime.compile:
+            self.model.backbone.compile()
+        self.features: FeatureTable | None = None  # clip features looked up by video id
+        self.feature_passes = 0  # videos this process ran through the backbone to fill `features`
         self.criterion = T2CRLoss(self.loss_config)
         self._outputs: dict[str, list[dict[str, float]]] = {"val": [], "test": []}
         self.predictions: dict[str, list[dict[str, float]]] = {}  # last epoch's rows per split
@@ -50,19 +87,32 @@ class T2CRModule(pl.LightningModule):
         self._resumed_batches = 0  # batches of the current epoch done before a mid-epoch resume
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> T2CRModule:
-        """Rebuild from one of our checkpoints; the I3D weights come from it, not from Kinetics."""
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu",
+                        runtime: dict[str, Any] | None = None) -> T2CRModule:
+        """Rebuild from one of our checkpoints; the I3D weights come from it, not from Kinetics.
+
+        `runtime` replaces the run's own runtime options (how evaluation computes, not what)."""
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         hparams = checkpoint["hyper_parameters"]
         model = dict(hparams["model"])
         model["backbone"] = {**model["backbone"], "checkpoint": None, "random_init": True}
-        module = cls(model, hparams["loss"], hparams["optim"])
+        module = cls(model, hparams["loss"], hparams["optim"], hparams.get("runtime") if runtime is None else runtime)
         module.load_state_dict(checkpoint["state_dict"])
         module.best = dict(checkpoint.get("t2cr_best", {}))
         module.exemplar_bank = checkpoint.get("t2cr_exemplar_bank")
         return module
 
     def setup(self, stage: str) -> None:
+        self._check_same_config()
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "use_stored_features"):
+            return  # plain loaders: frames in every batch, the backbone runs per batch
+        datamodule.use_stored_features(train=self.runtime.stored_features,
+                                       evaluation=self.runtime.eval_features_once or self.runtime.stored_features)
+        if self.runtime.stored_features and self.features is None:
+            self._load_or_compute_stored_features(datamodule)
+
+    def _check_same_config(self) -> None:
         """Refuse to run when the processes of a DDP job hold different configurations."""
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return
@@ -73,13 +123,96 @@ class T2CRModule(pl.LightningModule):
             raise RuntimeError(f"the DDP processes hold different model/loss/optim configurations "
                                f"(hashes {everyone}); start every rank from the same resolved config")
 
+    # --------------------------------------------------------------------------------- features
+    def _device_for_features(self) -> torch.device:
+        return self.trainer.strategy.root_device if self._trainer is not None else self.device
+
+    def _new_table(self, datamodule, device: torch.device) -> FeatureTable:
+        return FeatureTable(len(datamodule.videos), self.model.num_clips, self.model_config.backbone.feature_dim,
+                            device)
+
+    def _fill(self, table: FeatureTable, datamodule, ids: list[int], device: torch.device) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.feature_passes += clip_store.fill_table(
+                table, ids, self.model,
+                lambda mine: datamodule.video_loader(mine, self.runtime.feature_batch_size),
+                datamodule.finish_batch, device)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def _load_or_compute_stored_features(self, datamodule) -> None:
+        """Fast ablation mode: every video's features, from the store file or computed once and stored."""
+        device = self._device_for_features()
+        self.model.backbone.to(device)
+        config, transform = datamodule.config, datamodule.reader.transform
+        settings = clip_store.feature_store_settings(self.model.backbone, self.model.clip_frame_indices,
+                                                     cache_identity(config), transform.resize, transform.crop)
+        path = clip_store.store_path(self.runtime.feature_cache_dir, settings)
+        keys = [s.key_str for s in datamodule.videos]
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        table = self._new_table(datamodule, device)
+        stored = clip_store.load_store(path, settings) if rank == 0 else {}
+        known = [i for i, key in enumerate(keys) if key in stored]
+        ids = torch.tensor(known, dtype=torch.long)
+        rows = (torch.stack([stored[keys[i]] for i in known]) if known
+                else torch.zeros(0, self.model.num_clips, self.model_config.backbone.feature_dim))
+        ids, rows = clip_store.broadcast_rows(ids, rows, rows.shape[1:], device)
+        table.put(ids, rows)
+        missing = table.missing(range(len(keys)))
+        if missing:
+            log.info("computing the frozen backbone's clip features of %d videos (fast ablation mode) into %s",
+                     len(missing), path)
+            self._fill(table, datamodule, missing, device)
+            if rank == 0:
+                features = table.features.cpu()
+                clip_store.save_store(path, settings, {**stored, **{keys[i]: features[i] for i in missing}})
+        else:
+            log.info("clip features of all %d videos read from %s (fast ablation mode)", len(keys), path)
+        self.feature_store_path = str(path)
+        self.features = table
+
+    def _compute_evaluation_features(self, stage: str) -> None:
+        """Every video the loop reads (queries and their exemplars), once, each process a share of it."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.runtime.stored_features or datamodule is None or datamodule.frames_in["eval"]:
+            return
+        trainer = self.trainer
+        if trainer.sanity_checking:
+            limit: int | float = trainer.num_sanity_val_steps
+        else:
+            limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+        limit = 1.0 if limit is None else limit
+
+        def batches_read(num_batches: int) -> int:
+            # Lightning's rule for limit_*_batches, applied to each process's own batch count
+            if isinstance(limit, int):
+                return min(num_batches, limit)
+            return num_batches if limit >= 1.0 else int(num_batches * limit)
+
+        ids = datamodule.evaluation_videos(stage, batches_read, trainer.world_size)
+        table = self._new_table(datamodule, self.device)
+        with self.trainer.precision_plugin.forward_context():
+            self._fill(table, datamodule, ids, self.device)
+        self.features = table
+
+    def _videos(self, batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """The batch's videos under `name`, or their clip features looked up by video id."""
+        if name in batch:
+            return batch[name]
+        if self.features is None:
+            raise RuntimeError(f"the batch carries no {name!r} frames and no clip features were computed")
+        return self.features.lookup(batch[f"{name}_video" if name != "exemplars" else "exemplar_videos"])
+
     # --------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
-        output = self.model(batch["query"], batch["exemplar"])
+        output = self.model(self._videos(batch, "query"), self._videos(batch, "exemplar"))
         terms = self.criterion(output, batch["query_score"], batch["exemplar_score"],
                                batch["query_label"], batch["exemplar_label"])
         check_finite(terms, self.global_step)
-        size = batch["query"].shape[0]
+        size = batch["query_score"].shape[0]
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value.detach(), on_step=True, on_epoch=True, batch_size=size,
                      prog_bar=name == "total")
@@ -102,11 +235,15 @@ class T2CRModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------- evaluation
     def predict_votes(self, batch: dict[str, torch.Tensor]):
-        """One backbone pass per video: the B queries and their B x K exemplars in one call."""
-        queries, exemplars = batch["query"], batch["exemplars"]
-        b, k = exemplars.shape[:2]
-        videos = torch.cat([queries, exemplars.flatten(0, 1)])
-        encoding = self.model.encode(*self.model.extract_clip_features(videos))
+        """Scores of B queries against their K exemplars each.
+
+        From frames: one backbone call on the B queries and their B x K exemplars. From clip features
+        computed at the start of the loop: the heads only.
+        """
+        queries, exemplars = self._videos(batch, "query"), self._videos(batch, "exemplars")
+        b, k = batch["exemplar_scores"].shape
+        inputs = torch.cat([queries, exemplars.flatten(0, 1)])
+        encoding = self.model.encode(*self.model.clip_features(inputs))
         query = encoding.select(slice(0, b))
         exemplar_tokens = encoding.tokens[b:].reshape(b, k, *encoding.tokens.shape[1:])
         return self.model.vote(query, exemplar_tokens, batch["exemplar_scores"], batch["exemplar_mask"])
@@ -124,6 +261,12 @@ class T2CRModule(pl.LightningModule):
                 "scale": float(scale[i]),
                 "group": int(batch["group"][i]) if "group" in batch else -1,
             })
+
+    def on_validation_epoch_start(self) -> None:
+        self._compute_evaluation_features("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._compute_evaluation_features("test")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
         self._evaluation_step(batch, "val")
@@ -185,6 +328,7 @@ class T2CRModule(pl.LightningModule):
         return values
 
     def on_validation_epoch_end(self) -> None:
+        self._drop_evaluation_features()
         values = self._epoch_metrics("val")
         if self.trainer.sanity_checking or not values:
             return
@@ -195,6 +339,12 @@ class T2CRModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_metrics("test")
+        self._drop_evaluation_features()
+
+    def _drop_evaluation_features(self) -> None:
+        # evaluation features are stale as soon as the backbone trains on; stored ones stay
+        if not self.runtime.stored_features:
+            self.features = None
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -206,6 +356,7 @@ class T2CRModule(pl.LightningModule):
         self._resumed_batches = int(progress.get("current", {}).get("completed", 0))
 
 
-def module_from_config(model: T2CRConfig | dict, loss: LossConfig | dict, optim: OptimConfig | dict) -> T2CRModule:
+def module_from_config(model: T2CRConfig | dict, loss: LossConfig | dict, optim: OptimConfig | dict,
+                       runtime: RuntimeConfig | dict | None = None) -> T2CRModule:
     as_dict = (lambda c: asdict(c) if not isinstance(c, dict) else c)
-    return T2CRModule(as_dict(model), as_dict(loss), as_dict(optim))
+    return T2CRModule(as_dict(model), as_dict(loss), as_dict(optim), None if runtime is None else as_dict(runtime))

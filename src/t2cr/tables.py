@@ -303,6 +303,7 @@ class TableResult:
     issues: list[Issue]
     sources: list[str]
     filtered: bool = True
+    deviations: list[str] = field(default_factory=list)  # settings of the runs that differ from the paper's
 
     @property
     def has_paper_values(self) -> bool:
@@ -440,7 +441,21 @@ def build_table(runs: Sequence[Run], paper: dict[str, Any], table: str, metric: 
         raise ValueError(f"{table}: unknown layout {layout!r}")
     issues += more + _skipped_issues(skipped, spec)
     return TableResult(name=table, spec=spec, metric=metric, metric_keys=keys, rows=rows, issues=issues,
-                       sources=[str(s) for s in sources], filtered=use_filter)
+                       sources=[str(s) for s in sources], filtered=use_filter, deviations=_deviations(selected))
+
+
+FAST_ABLATION_NOTE = ("fast ablation mode (runtime=fast_ablation): I3D frozen at its Kinetics weights, clip features "
+                      "computed once without training augmentation; the paper fine-tunes I3D (Sec. 4.3), so these "
+                      "numbers compare rows with each other, not with the paper's column")
+
+
+def _deviations(runs: Sequence[Run]) -> list[str]:
+    """Settings of the runs that make the table differ from the paper's protocol, said once each."""
+    fast = [run for run in runs if get_key(run.config, "runtime.stored_features")]
+    if not fast:
+        return []
+    share = "all runs" if len(fast) == len(runs) else f"{len(fast)} of {len(runs)} runs"
+    return [f"{share}: {FAST_ABLATION_NOTE}"]
 
 
 def _paper_values(row: dict[str, Any] | None) -> dict[str, float | None]:
@@ -675,6 +690,7 @@ def render_markdown(result: TableResult) -> str:
                  "Δ = ours − paper." + ("" if result.filtered else " Dataset filter off."))
     if not result.has_paper_values:
         lines.append(f"Paper: {spec.get('paper_note', 'no values')}.")
+    lines += [f"**Deviation from the paper**: {text}." for text in result.deviations]
     lines.append("")
     header = [str(spec.get("row_header", "Row"))]
     for m in METRICS:
@@ -721,6 +737,8 @@ def render_csv(result: TableResult) -> str:
             line.update({f"{m}_mean": _num(row.mean(m)), f"{m}_std": _num(row.std(m)),
                          f"{m}_paper": _num(row.paper.get(m)), f"{m}_diff": _num(row.diff(m))})
         writer.writerow(line)
+    for text in result.deviations:
+        writer.writerow({"table": result.name, "kind": "deviation", "metric": result.metric, "detail": text})
     for issue in result.issues:
         writer.writerow({"table": result.name, "kind": issue.kind, "row": issue.row or "",
                          "seeds": "" if issue.seed is None else str(issue.seed), "metric": result.metric,

@@ -30,7 +30,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt} does not exist")
-    module = T2CRModule.from_checkpoint(str(ckpt))
+    runtime = OmegaConf.to_container(cfg.runtime, resolve=True) if "runtime" in cfg else None
+    module = T2CRModule.from_checkpoint(str(ckpt), runtime=runtime)
     datamodule = build_datamodule(cfg)
     module.group_names = list(datamodule.groups)
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -104,7 +104,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     logger = build_logger(cfg, run_dir, f"{cfg.name}-{run_dir.name}")
     callbacks, last_checkpoint, best_checkpoint = build_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, logger, callbacks, run_dir)
-    module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"])
+    module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"], resolved.get("runtime"))
     module.group_names = list(datamodule.groups)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -88,11 +88,23 @@ class ScoreSpace:
         return sample.score / self.scale(sample)
 
 
+def add_frames(item: dict, name: str, raws: Sequence[dict[str, torch.Tensor]], stacked: bool) -> None:
+    """Put read_raw results under <name>_frames / _offsets / _flip (stacked: a K axis first)."""
+    for field in ("frames", "offsets", "flip"):
+        values = [raw[field] for raw in raws]
+        item[f"{name}_{field}"] = torch.stack(values) if stacked else values[0]
+
+
 class PairTrainDataset(Dataset):
+    """(query, exemplar) pairs. With frames, uint8 frames + crop/flip draws (finished on the device);
+    without (stored clip features), only the video ids the module looks its features up by."""
+
     def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
-                 labels: dict[str, int], scores: ScoreSpace, seed: int) -> None:
+                 labels: dict[str, int], scores: ScoreSpace, seed: int, video_ids: dict[str, int],
+                 with_frames: bool = True) -> None:
         self.samples, self.pools, self.reader = list(samples), pools, reader
         self.labels, self.scores, self.seed = labels, scores, seed
+        self.video_ids, self.with_frames = video_ids, with_frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,22 +114,29 @@ class PairTrainDataset(Dataset):
         rng = stable_rng(self.seed, "train", epoch, index)
         query = self.samples[index]
         exemplar = self.pools.train[self.pools.draw_training(query, rng)]
-        return {
-            "query": self.reader(query, rng), "exemplar": self.reader(exemplar, rng),
+        item = {
             "query_score": torch.tensor(self.scores.target(query), dtype=torch.float32),
             "exemplar_score": torch.tensor(self.scores.target(exemplar), dtype=torch.float32),
             "query_label": self.labels.get(query.action_type, -1),
             "exemplar_label": self.labels.get(exemplar.action_type, -1),
+            "query_video": self.video_ids[query.key_str], "exemplar_video": self.video_ids[exemplar.key_str],
             "index": index,
         }
+        if self.with_frames:
+            add_frames(item, "query", [self.reader.read_raw(query, rng)], stacked=False)
+            add_frames(item, "exemplar", [self.reader.read_raw(exemplar, rng)], stacked=False)
+        return item
 
 
 class VotingDataset(Dataset):
+    """A query with its K voting exemplars; frames only when the evaluation runs the backbone per batch."""
+
     def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
                  pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace,
-                 groups: Sequence[str] = ()) -> None:
+                 video_ids: dict[str, int], groups: Sequence[str] = (), with_frames: bool = True) -> None:
         self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
         self.reader, self.labels, self.scores = reader, labels, scores
+        self.video_ids, self.with_frames = video_ids, with_frames
         self.group_index = {g: i for i, g in enumerate(groups)}
 
     def __len__(self) -> int:
@@ -128,9 +147,9 @@ class VotingDataset(Dataset):
         sample = self.samples[index]
         chosen, mask = self.exemplars[index]
         exemplars = [self.pools.train[i] for i in chosen]
-        return {
-            "query": self.reader(sample, None),
-            "exemplars": torch.stack([self.reader(e, None) for e in exemplars]),
+        item = {
+            "query_video": self.video_ids[sample.key_str],
+            "exemplar_videos": torch.tensor([self.video_ids[e.key_str] for e in exemplars]),
             "exemplar_scores": torch.tensor([self.scores.target(e) for e in exemplars], dtype=torch.float32),
             "exemplar_mask": torch.tensor(mask),
             "true_score": torch.tensor(sample.score, dtype=torch.float64),
@@ -139,6 +158,26 @@ class VotingDataset(Dataset):
             "group": self.group_index.get(sample.group, -1),
             "index": index,
         }
+        if self.with_frames:
+            add_frames(item, "query", [self.reader.read_raw(sample, None)], stacked=False)
+            add_frames(item, "exemplars", [self.reader.read_raw(e, None) for e in exemplars], stacked=True)
+        return item
+
+
+class VideoDataset(Dataset):
+    """Evaluation reads (centre crop, no jitter) of videos by id: what clip features are computed from."""
+
+    def __init__(self, videos: Sequence[Sample], ids: Sequence[int], reader: SampleReader) -> None:
+        self.videos, self.ids, self.reader = videos, list(ids), reader
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, position: int) -> dict:
+        video_id = self.ids[position]
+        item = {"video_id": video_id}
+        add_frames(item, "video", [self.reader.read_raw(self.videos[video_id], None)], stacked=False)
+        return item
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -147,6 +186,8 @@ class PairDataModule(pl.LightningDataModule):
         self.config = config
         self.scores = ScoreSpace(config.divide_by_difficulty)
         self._splits: dict[str, list[Sample]] | None = None
+        # what the loaders hand the model: frames, or only video ids when the module holds clip features
+        self.frames_in = {"train": True, "eval": True}
         if not 0.0 <= config.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {config.val_fraction}")
 
@@ -182,6 +223,7 @@ class PairDataModule(pl.LightningDataModule):
         # AQA-7 classes / JIGSAWS tasks: metrics are also reported per group
         self.groups = sorted({s.group for s in train + val + test if s.group is not None})
         self.pools = ExemplarPools(train, self.config.exemplar_rule)
+        self.videos, self.video_ids = self._video_table()
         self._voting: dict[str, list[tuple[list[int], list[bool]]]] = {}
         for split in ("val", "test"):
             samples = self._splits[split]
@@ -194,6 +236,22 @@ class PairDataModule(pl.LightningDataModule):
                 self.pools.voting(s, self.config.voting_exemplars, self.config.seed, self.config.small_pool_policy)
                 for s in samples
             ]
+
+    def _video_table(self) -> tuple[list[Sample], dict[str, int]]:
+        """Every video of the run once (train, val, test): the ids clip features are stored under."""
+        videos: list[Sample] = []
+        ids: dict[str, int] = {}
+        for split in ("train", "val", "test"):
+            for sample in self._splits[split]:
+                known = ids.get(sample.key_str)
+                if known is None:
+                    ids[sample.key_str] = len(videos)
+                    videos.append(sample)
+                elif videos[known] != sample:
+                    raise ValueError(f"two different samples share the key {sample.key_str!r} "
+                                     f"({videos[known]} and {sample}); the annotations of {self.config.annotations} "
+                                     "must name each video once")
+        return videos, ids
 
     def _drop_or_refuse_missing(self, splits: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
         """Before any training step: every sample's frames must exist (existence only, no decoding)."""
@@ -253,6 +311,63 @@ class PairDataModule(pl.LightningDataModule):
         self.setup()
         return bool(self._splits.get(split))
 
+    # ------------------------------------------------------------------------------ inputs
+    def use_stored_features(self, train: bool, evaluation: bool) -> None:
+        """Loaders stop reading frames where the module looks clip features up by video id instead."""
+        self.frames_in = {"train": not train, "eval": not evaluation}
+
+    def evaluation_split(self, stage: str) -> str:
+        """The split a validation ('val') or test ('test') loop runs over."""
+        if stage == "test":
+            return "test"
+        return "val" if self.has_split("val") else "test"
+
+    def evaluation_videos(self, stage: str, batches_read: Callable[[int], int] | None = None,
+                          world_size: int = 1) -> list[int]:
+        """Ids of every video (queries and their voting exemplars) an evaluation loop reads, over all ranks.
+
+        `batches_read(n)`: how many of a process's n batches the loop takes (its limit_*_batches), so that
+        a limited loop does not pay for videos it never reads. The same list on every process.
+        """
+        self.setup()
+        split = self.evaluation_split(stage)
+        batch = self._per_process(self.config.eval_batch_size, "eval_batch_size", world_size)
+        needed: set[int] = set()
+        samples, voting = self._splits[split], self._voting[split]
+        for rank in range(world_size):
+            indices = [i for _, i in EpochSampler(len(samples), self.config.seed, False, rank, world_size)]
+            if batches_read is not None:
+                indices = indices[: batches_read(math.ceil(len(indices) / batch)) * batch]
+            for i in indices:
+                needed.add(self.video_ids[samples[i].key_str])
+                chosen, _ = voting[i]
+                needed.update(self.video_ids[self.pools.train[j].key_str] for j in chosen)
+        return sorted(needed)
+
+    def all_video_ids(self) -> list[int]:
+        self.setup()
+        return list(range(len(self.videos)))
+
+    def video_loader(self, ids: Sequence[int], batch_size: int) -> DataLoader:
+        """Evaluation reads of the given videos, in order (for computing clip features)."""
+        self.setup()
+        workers = self.config.num_workers
+        return DataLoader(VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
+                          num_workers=workers, pin_memory=torch.cuda.is_available())
+
+    def finish_batch(self, batch: dict) -> dict:
+        """uint8 frames + crop/flip draws -> normalised float videos, on the batch's device."""
+        transform = self.reader.transform
+        for name in ("query", "exemplar", "exemplars", "video"):
+            if f"{name}_frames" in batch:
+                batch[name] = transform.finish(batch.pop(f"{name}_frames"), batch.pop(f"{name}_offsets"),
+                                               batch.pop(f"{name}_flip"))
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # crops, flips and normalisation run on the accelerator, batched, after a uint8 transfer
+        return self.finish_batch(batch)
+
     # ------------------------------------------------------------------------------ loaders
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -260,16 +375,16 @@ class PairDataModule(pl.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _per_process(self, global_batch: int, what: str) -> int:
-        _, world = self._rank_world()
+    def _per_process(self, global_batch: int, what: str, world: int | None = None) -> int:
+        world = self._rank_world()[1] if world is None else world
         if global_batch % world:
             raise ValueError(f"data.{what}={global_batch} is global and must be divisible by the "
                              f"{world} processes")
         return global_batch // world
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, workers: int | None = None) -> DataLoader:
         rank, world = self._rank_world()
-        workers = self.config.num_workers
+        workers = self.config.num_workers if workers is None else workers
         return DataLoader(
             dataset, batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
@@ -280,17 +395,21 @@ class PairDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = PairTrainDataset(self._splits["train"], self.pools, self.reader, self.labels, self.scores,
-                                   self.config.seed)
-        return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True)
+                                   self.config.seed, self.video_ids, self.frames_in["train"])
+        return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True,
+                            workers=None if self.frames_in["train"] else 0)
 
     def _voting_loader(self, split: str) -> DataLoader:
         self.setup()
+        with_frames = self.frames_in["eval"]
         dataset = VotingDataset(self._splits[split], self._voting[split], self.pools, self.reader, self.labels,
-                                self.scores, self.groups)
-        return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False)
+                                self.scores, self.video_ids, self.groups, with_frames)
+        # without frames an item is a handful of numbers: worker processes would only cost their start
+        return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False,
+                            workers=None if with_frames else 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._voting_loader("val" if self.has_split("val") else "test")
+        return self._voting_loader(self.evaluation_split("val"))
 
     def test_dataloader(self) -> DataLoader:
         return self._voting_loader("test")

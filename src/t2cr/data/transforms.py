@@ -1,6 +1,7 @@
 """Video transforms with explicit height and width: resize, crop, flip, ImageNet normalisation.
 
-One crop and one flip per video (every frame alike). Randomness comes from a numpy Generator the
+One crop and one flip per video (every frame alike); the resize happens on the CPU (or in the frame
+cache), crop, flip and normalisation on the accelerator after the transfer. Randomness comes from a numpy Generator the
 caller seeds, so a training sample is a pure function of (seed, epoch, index).
 """
 
@@ -34,6 +35,13 @@ def resize_video(video: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
 
 
 class VideoTransform:
+    """Resize on the CPU (skipped for cached frames, already at size); crop, flip and normalise in `finish`.
+
+    `prepare` + `finish` is the data path of training and evaluation: the loader hands uint8 frames at the
+    resize size with each video's crop offsets and flip, and `finish` runs after the transfer to the
+    accelerator, batched. `__call__` chains the two on the CPU for one video (scoring, explanations).
+    """
+
     def __init__(self, config: TransformConfig) -> None:
         self.resize = tuple(int(v) for v in config.resize)
         self.crop = tuple(int(v) for v in config.crop)
@@ -41,21 +49,43 @@ class VideoTransform:
         if self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]:
             raise ValueError(f"data.transform.crop {list(self.crop)} is larger than data.transform.resize "
                              f"{list(self.resize)} (both [height, width])")
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)  # per channel of a (3, T, H, W) video
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> uint8 (T, resize_h, resize_w, 3); no copy when already at size."""
+        video = torch.from_numpy(np.ascontiguousarray(frames))
+        if tuple(video.shape[1:3]) == self.resize:
+            return video
+        resized = resize_video(video.permute(0, 3, 1, 2).float().div_(255), self.resize)
+        return resized.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def draw(self, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop offsets (top, left) and flip of one video; rng None means evaluation (centre, no flip)."""
+        (h, w), (ch, cw) = self.resize, self.crop
+        if rng is None:
+            return torch.tensor([(h - ch) // 2, (w - cw) // 2]), torch.tensor(False)
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        flip = self.flip and bool(rng.random() < 0.5)
+        return torch.tensor([top, left]), torch.tensor(flip)
+
+    def finish(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., T, H, W, 3) with offsets (..., 2) and flips (...) -> float (..., 3, T, crop_h, crop_w).
+
+        Runs wherever `frames` lives: the crop is a per-video slice, the rest is batched.
+        """
+        lead = frames.shape[:-4]
+        frames, offsets, flips = frames.flatten(0, -5) if lead else frames[None], offsets.reshape(-1, 2), flips.reshape(-1)
+        ch, cw = self.crop
+        crops = torch.stack([frames[i, :, top:top + ch, left:left + cw]
+                             for i, (top, left) in enumerate(offsets.tolist())])
+        if bool(flips.any()):
+            crops = torch.where(flips.to(crops.device).view(-1, 1, 1, 1, 1), crops.flip(-2), crops)
+        video = crops.permute(0, 4, 1, 2, 3).float().div_(255)  # (V, 3, T, h, w)
+        video = (video - self.mean.to(video.device)[None]) / self.std.to(video.device)[None]
+        return video.reshape(*lead, *video.shape[1:]) if lead else video[0]
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (3, T, crop_h, crop_w); rng None means evaluation (centre crop)."""
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-        if tuple(video.shape[-2:]) != self.resize:
-            video = resize_video(video, self.resize)
-        (h, w), (ch, cw) = self.resize, self.crop
-        if rng is None:
-            top, left = (h - ch) // 2, (w - cw) // 2
-        else:
-            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        video = video[:, :, top:top + ch, left:left + cw]
-        if rng is not None and self.flip and rng.random() < 0.5:
-            video = video.flip(-1)
-        video = video.permute(1, 0, 2, 3)  # (3, T, H, W)
-        return (video - self.mean) / self.std
+        offsets, flip = self.draw(rng)
+        return self.finish(self.prepare(frames), offsets, flip)

@@ -25,6 +25,8 @@ class BackboneConfig:
     random_init: bool = False
     freeze_bn: bool = True
     feature_dim: int = 1024
+    # false freezes every backbone weight (the fast ablation mode; the paper fine-tunes I3D, Sec. 4.3)
+    trainable: bool = True
 
 
 class TinyVideoBackbone(nn.Module):

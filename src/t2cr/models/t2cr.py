@@ -137,6 +137,9 @@ class T2CR(nn.Module):
         self.register_buffer("clip_frame_indices", torch.cat(indices), persistent=False)
 
         self.backbone = backbone if backbone is not None else build_backbone(config.backbone)
+        if not config.backbone.trainable:
+            self.backbone.requires_grad_(False)
+        self.channels_last = False  # use_channels_last(): a layout choice, not part of the model
         feature_dim, d = config.backbone.feature_dim, config.latent_dim
         self.attention = TargetAwareAttention(
             feature_dim, config.hidden_dim, d, config.attention.feature_first, config.attention.clip,
@@ -163,8 +166,32 @@ class T2CR(nn.Module):
     def num_base_clips(self) -> int:
         return self.base_plan.num_clips
 
+    def use_channels_last(self) -> None:
+        """Backbone weights and clips in channels-last 3D layout (same numbers, faster on some GPUs)."""
+        self.backbone.to(memory_format=torch.channels_last_3d)
+        self.channels_last = True
+
+    @property
+    def num_clips(self) -> int:
+        """Clips per video over both paths (M + N): the rows of a stored clip-feature tensor."""
+        return int(self.clip_frame_indices.shape[0])
+
+    def clip_features(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Videos (V, 3, T, H, W) through the backbone, or stored clip features (V, M + N, F) split by path."""
+        if inputs.dim() == 5:
+            inputs = self.video_clip_features(inputs)
+        if inputs.dim() != 3 or inputs.shape[1] != self.num_clips:
+            raise ValueError(f"expected videos (V, 3, T, H, W) or clip features (V, {self.num_clips}, F), "
+                             f"got shape {tuple(inputs.shape)}")
+        m = self.base_plan.num_clips
+        return inputs[:, :m], (inputs[:, m:] if self.aux_plan is not None else None)
+
     def extract_clip_features(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Videos (V, 3, T, H, W) -> base (V, M, F) and auxiliary (V, N, F) clip features.
+        """Videos (V, 3, T, H, W) -> base (V, M, F) and auxiliary (V, N, F) clip features."""
+        return self.clip_features(self.video_clip_features(videos))
+
+    def video_clip_features(self, videos: torch.Tensor) -> torch.Tensor:
+        """Videos (V, 3, T, H, W) -> clip features (V, M + N, F), base path first; what a feature store keeps.
 
         All clips of all videos go through the backbone in one batched call.
         """
@@ -180,9 +207,9 @@ class T2CR(nn.Module):
         clips = videos[:, :, self.clip_frame_indices]  # (V, 3, clips, L, H, W)
         num_clips, length = self.clip_frame_indices.shape
         clips = clips.permute(0, 2, 1, 3, 4, 5).reshape(v * num_clips, c, length, h, w)
-        features = self.backbone(clips).reshape(v, num_clips, -1)
-        m = self.base_plan.num_clips
-        return features[:, :m], (features[:, m:] if self.aux_plan is not None else None)
+        if self.channels_last:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        return self.backbone(clips).reshape(v, num_clips, -1)
 
     # ------------------------------------------------------------------------------------- heads
     def encode(self, base_features: torch.Tensor, aux_features: torch.Tensor | None = None) -> VideoEncoding:
@@ -210,10 +237,11 @@ class T2CR(nn.Module):
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, query: torch.Tensor, exemplar: torch.Tensor) -> PairOutput:
-        """Query and exemplar videos (B, 3, T, H, W) -> everything the losses need."""
+        """Query and exemplar videos (B, 3, T, H, W), or their stored clip features (B, M + N, F),
+        -> everything the losses need."""
         if query.shape != exemplar.shape:
             raise ValueError(f"query {tuple(query.shape)} and exemplar {tuple(exemplar.shape)} differ in shape")
-        base, aux = self.extract_clip_features(torch.cat([query, exemplar]))
+        base, aux = self.clip_features(torch.cat([query, exemplar]))
         b = query.shape[0]
         split = (lambda t: None if t is None else (t[:b], t[b:]))
         base_q, base_e = split(base)

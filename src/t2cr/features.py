@@ -1,0 +1,206 @@
+"""Clip features computed once per video instead of once per use.
+
+Two users:
+- evaluation (exact): the backbone is deterministic in evaluation (eval mode, frozen batch norm, centre
+  crop), so the clip features of every query and every voting exemplar an evaluation reads are computed
+  once at its start, each process taking a disjoint share, then gathered; the K pairs of a query run only
+  the light heads. The official code runs I3D 2 x K times per test video instead.
+- the fast ablation mode (a deviation from the paper, which fine-tunes I3D): with the backbone frozen,
+  every video's features are computed once, without training augmentation, and kept on disk under a
+  digest of the backbone weights and the data settings, so a whole ablation sweep trains only the heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FEATURE_CACHE_VERSION = 1
+
+
+class MissingFeaturesError(KeyError):
+    """A batch asked for a video whose clip features were not computed."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class FeatureTable:
+    """Clip features (V, M + N, F) of a run's videos, indexed by video id; `present` marks computed rows."""
+
+    def __init__(self, num_videos: int, num_clips: int, dim: int, device: torch.device | str = "cpu") -> None:
+        self.features = torch.zeros(num_videos, num_clips, dim, device=device)
+        self.present = torch.zeros(num_videos, dtype=torch.bool, device=device)
+
+    def put(self, ids: torch.Tensor, features: torch.Tensor) -> None:
+        ids = ids.to(self.features.device, torch.long)
+        self.features[ids] = features.to(self.features.device, self.features.dtype)
+        self.present[ids] = True
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Features of the ids, any shape of ids -> ids.shape + (M + N, F)."""
+        flat = ids.reshape(-1).to(self.features.device, torch.long)
+        missing = flat[~self.present[flat]]
+        if missing.numel():
+            raise MissingFeaturesError(
+                f"no clip features for video ids {sorted(set(missing.tolist()))[:10]}: they were not among the "
+                "videos computed at the start of this loop (a bug: the data module's evaluation_videos must "
+                "list every video its loaders hand out)")
+        return self.features[flat].reshape(*ids.shape, *self.features.shape[1:])
+
+    def missing(self, ids: Iterable[int]) -> list[int]:
+        present = self.present.cpu()
+        return [i for i in ids if not bool(present[i])]
+
+
+# ------------------------------------------------------------------------------------------ computing
+def share(ids: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """The disjoint part of `ids` process `rank` computes (every id exactly once over all processes)."""
+    return list(ids[rank::world_size])
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def compute_features(model: nn.Module, loader: Iterable[dict], finish: Callable[[dict], dict],
+                     device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, features) of every video of a VideoDataset loader; `model` is a T2CR in eval mode."""
+    ids, rows = [], []
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = finish(batch)
+        rows.append(model.video_clip_features(batch["video"]).float())
+        ids.append(batch["video_id"].to(device))
+    if not rows:
+        dim = getattr(model.config.backbone, "feature_dim", 0)
+        return (torch.zeros(0, dtype=torch.long, device=device),
+                torch.zeros(0, model.num_clips, dim, device=device))
+    return torch.cat(ids), torch.cat(rows)
+
+
+def gather_rows(ids: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's (ids, features) on every process; shares may differ in length."""
+    _, world = _distributed()
+    if world == 1:
+        return ids, features
+    count = torch.tensor([ids.shape[0]], device=ids.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded_ids = torch.zeros(longest, dtype=ids.dtype, device=ids.device)
+    padded_ids[: ids.shape[0]] = ids
+    padded = torch.zeros(longest, *features.shape[1:], dtype=features.dtype, device=features.device)
+    padded[: features.shape[0]] = features
+    all_ids = [torch.zeros_like(padded_ids) for _ in range(world)]
+    all_features = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(all_ids, padded_ids)
+    dist.all_gather(all_features, padded)
+    sizes = [int(c.item()) for c in counts]
+    return (torch.cat([part[:n] for part, n in zip(all_ids, sizes)]),
+            torch.cat([part[:n] for part, n in zip(all_features, sizes)]))
+
+
+def fill_table(table: FeatureTable, ids: Sequence[int], model: nn.Module,
+               make_loader: Callable[[list[int]], Iterable[dict]], finish: Callable[[dict], dict],
+               device: torch.device | str) -> int:
+    """Compute the features of `ids` (the same list on every process), each process a disjoint share.
+
+    Returns the number of videos this process ran through the backbone.
+    """
+    rank, world = _distributed()
+    mine = share(list(ids), rank, world)
+    got_ids, got = compute_features(model, make_loader(mine), finish, device)
+    all_ids, all_features = gather_rows(got_ids, got)
+    table.put(all_ids, all_features)
+    return len(mine)
+
+
+# ------------------------------------------------------------------------------------ stored on disk
+def backbone_digest(backbone: nn.Module) -> str:
+    """sha256 of the backbone's weights and buffers: stored features are valid for these weights only."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_store_settings(backbone: nn.Module, clip_frame_indices: torch.Tensor, data_identity: dict[str, Any],
+                           resize: Sequence[int], crop: Sequence[int]) -> dict[str, Any]:
+    """Everything stored features depend on; its digest names the store file."""
+    return {
+        "version": FEATURE_CACHE_VERSION,
+        "backbone": backbone_digest(backbone),
+        "clip_frame_indices": clip_frame_indices.tolist(),
+        "data": data_identity,
+        "resize": [int(v) for v in resize],
+        "crop": [int(v) for v in crop],
+        "read": "evaluation (centre crop, no temporal jitter, no flip)",
+    }
+
+
+def store_path(cache_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return Path(cache_dir).expanduser() / f"clip_features-{hashlib.sha256(text.encode()).hexdigest()[:20]}.pt"
+
+
+def load_store(path: Path, settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Key -> features (M + N, F) from a store file; empty when there is none. A file made for other
+    settings (a digest collision, a hand-copied file) is refused rather than read."""
+    if not path.is_file():
+        return {}
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("settings") != json.loads(json.dumps(settings, default=str)):
+        raise ValueError(f"{path} holds clip features made for other settings; delete it or point "
+                         "runtime.feature_cache_dir elsewhere")
+    return dict(zip(payload["keys"], payload["features"].unbind(0)))
+
+
+def save_store(path: Path, settings: dict[str, Any], rows: dict[str, torch.Tensor]) -> None:
+    """Write atomically (temporary file, then rename): a crash never leaves a truncated store."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(rows)
+    payload = {"settings": json.loads(json.dumps(settings, default=str)), "keys": keys,
+               "features": torch.stack([rows[k].float().cpu() for k in keys])}
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def broadcast_rows(ids: torch.Tensor, features: torch.Tensor, shape_tail: Sequence[int],
+                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank 0's (ids, features) on every process (what rank 0 read from the store file)."""
+    rank, world = _distributed()
+    if world == 1:
+        return ids, features
+    count = torch.tensor([ids.shape[0] if rank == 0 else 0], device=device)
+    dist.broadcast(count, 0)
+    n = int(count.item())
+    if rank != 0:
+        ids = torch.zeros(n, dtype=torch.long, device=device)
+        features = torch.zeros(n, *shape_tail, device=device)
+    ids, features = ids.to(device), features.to(device)
+    dist.broadcast(ids, 0)
+    dist.broadcast(features, 0)
+    return ids, features
