@@ -236,7 +236,7 @@ def test_device_side_transform_equals_the_per_video_reference(resize):
     batched = transform.finish(torch.stack(prepared), torch.stack(offsets), torch.stack(flips))
     assert batched.shape == (4, 3, 6, 16, 18)
     for got, want in zip(batched, expected):
-        assert torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6)  # x * scale - shift vs (x / 255 - m) / s
 
 
 def test_loader_batches_carry_uint8_frames_until_the_device(tiny_synthetic):
@@ -247,6 +247,17 @@ def test_loader_batches_carry_uint8_frames_until_the_device(tiny_synthetic):
     finished = datamodule.on_after_batch_transfer(batch, 0)
     assert finished["query"].shape == (4, 3, 16, 20, 20) and finished["query"].dtype == torch.float32
     assert "query_frames" not in finished
+
+
+def test_cpu_training_finishes_frames_in_the_loader_workers(tiny_synthetic):
+    raw_data = PairDataModule(_data(tiny_synthetic))
+    raw = raw_data.finish_batch(next(iter(raw_data.test_dataloader())))
+    in_workers = PairDataModule(_data(tiny_synthetic, num_workers=1))
+    in_workers.trainer = _trainer()  # a CPU trainer: crops and normalisation belong in the workers
+    batch = next(iter(in_workers.test_dataloader()))
+    assert "query_frames" not in batch and batch["exemplars"].dtype == torch.float32
+    assert torch.equal(batch["query"], raw["query"]) and torch.equal(batch["exemplars"], raw["exemplars"])
+    assert in_workers.on_after_batch_transfer(batch, 0) is batch  # nothing left to do on the device
 
 
 # ------------------------------------------------------------------------------- precision and layout

@@ -88,6 +88,18 @@ class ScoreSpace:
         return sample.score / self.scale(sample)
 
 
+VIDEO_NAMES = ("query", "exemplar", "exemplars", "video")
+
+
+def finish_frames(batch: dict, transform: VideoTransform) -> dict:
+    """uint8 frames + crop/flip draws (<name>_frames / _offsets / _flip) -> normalised float <name>."""
+    for name in VIDEO_NAMES:
+        if f"{name}_frames" in batch:
+            batch[name] = transform.finish(batch.pop(f"{name}_frames"), batch.pop(f"{name}_offsets"),
+                                           batch.pop(f"{name}_flip"))
+    return batch
+
+
 def add_frames(item: dict, name: str, raws: Sequence[dict[str, torch.Tensor]], stacked: bool) -> None:
     """Put read_raw results under <name>_frames / _offsets / _flip (stacked: a K axis first)."""
     for field in ("frames", "offsets", "flip"):
@@ -101,10 +113,10 @@ class PairTrainDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
                  labels: dict[str, int], scores: ScoreSpace, seed: int, video_ids: dict[str, int],
-                 with_frames: bool = True) -> None:
+                 with_frames: bool = True, finish: bool = False) -> None:
         self.samples, self.pools, self.reader = list(samples), pools, reader
         self.labels, self.scores, self.seed = labels, scores, seed
-        self.video_ids, self.with_frames = video_ids, with_frames
+        self.video_ids, self.with_frames, self.finish = video_ids, with_frames, finish
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -125,7 +137,7 @@ class PairTrainDataset(Dataset):
         if self.with_frames:
             add_frames(item, "query", [self.reader.read_raw(query, rng)], stacked=False)
             add_frames(item, "exemplar", [self.reader.read_raw(exemplar, rng)], stacked=False)
-        return item
+        return finish_frames(item, self.reader.transform) if self.finish else item
 
 
 class VotingDataset(Dataset):
@@ -133,10 +145,11 @@ class VotingDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
                  pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace,
-                 video_ids: dict[str, int], groups: Sequence[str] = (), with_frames: bool = True) -> None:
+                 video_ids: dict[str, int], groups: Sequence[str] = (), with_frames: bool = True,
+                 finish: bool = False) -> None:
         self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
         self.reader, self.labels, self.scores = reader, labels, scores
-        self.video_ids, self.with_frames = video_ids, with_frames
+        self.video_ids, self.with_frames, self.finish = video_ids, with_frames, finish
         self.group_index = {g: i for i, g in enumerate(groups)}
 
     def __len__(self) -> int:
@@ -161,14 +174,14 @@ class VotingDataset(Dataset):
         if self.with_frames:
             add_frames(item, "query", [self.reader.read_raw(sample, None)], stacked=False)
             add_frames(item, "exemplars", [self.reader.read_raw(e, None) for e in exemplars], stacked=True)
-        return item
+        return finish_frames(item, self.reader.transform) if self.finish else item
 
 
 class VideoDataset(Dataset):
     """Evaluation reads (centre crop, no jitter) of videos by id: what clip features are computed from."""
 
-    def __init__(self, videos: Sequence[Sample], ids: Sequence[int], reader: SampleReader) -> None:
-        self.videos, self.ids, self.reader = videos, list(ids), reader
+    def __init__(self, videos: Sequence[Sample], ids: Sequence[int], reader: SampleReader, finish: bool = False) -> None:
+        self.videos, self.ids, self.reader, self.finish = videos, list(ids), reader, finish
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -177,7 +190,7 @@ class VideoDataset(Dataset):
         video_id = self.ids[position]
         item = {"video_id": video_id}
         add_frames(item, "video", [self.reader.read_raw(self.videos[video_id], None)], stacked=False)
-        return item
+        return finish_frames(item, self.reader.transform) if self.finish else item
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -188,6 +201,10 @@ class PairDataModule(pl.LightningDataModule):
         self._splits: dict[str, list[Sample]] | None = None
         # what the loaders hand the model: frames, or only video ids when the module holds clip features
         self.frames_in = {"train": True, "eval": True}
+        self._video_loaders: dict[tuple, DataLoader] = {}
+        # where crop / flip / normalisation run: None = in the loader workers when training runs on the
+        # CPU (they work in parallel there), after the transfer when it runs on an accelerator
+        self.finish_in_workers: bool | None = None
         if not 0.0 <= config.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {config.val_fraction}")
 
@@ -349,20 +366,30 @@ class PairDataModule(pl.LightningDataModule):
         return list(range(len(self.videos)))
 
     def video_loader(self, ids: Sequence[int], batch_size: int) -> DataLoader:
-        """Evaluation reads of the given videos, in order (for computing clip features)."""
+        """Evaluation reads of the given videos, in order (for computing clip features).
+
+        The loader of a given list is kept, with persistent workers: every validation epoch reads the
+        same videos, and restarting worker processes each time would cost more than the reads.
+        """
         self.setup()
-        workers = self.config.num_workers
-        return DataLoader(VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
-                          num_workers=workers, pin_memory=torch.cuda.is_available())
+        finish = self._finish_in_workers()
+        key = (tuple(ids), batch_size, finish)
+        if key not in self._video_loaders:
+            workers = min(self.config.num_workers, len(ids))
+            self._video_loaders[key] = DataLoader(
+                VideoDataset(self.videos, ids, self.reader, finish), batch_size=batch_size, shuffle=False,
+                num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+        return self._video_loaders[key]
 
     def finish_batch(self, batch: dict) -> dict:
         """uint8 frames + crop/flip draws -> normalised float videos, on the batch's device."""
-        transform = self.reader.transform
-        for name in ("query", "exemplar", "exemplars", "video"):
-            if f"{name}_frames" in batch:
-                batch[name] = transform.finish(batch.pop(f"{name}_frames"), batch.pop(f"{name}_offsets"),
-                                               batch.pop(f"{name}_flip"))
-        return batch
+        return finish_frames(batch, self.reader.transform)
+
+    def _finish_in_workers(self) -> bool:
+        if self.finish_in_workers is not None:
+            return self.finish_in_workers
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cpu"
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # crops, flips and normalisation run on the accelerator, batched, after a uint8 transfer
@@ -395,7 +422,8 @@ class PairDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = PairTrainDataset(self._splits["train"], self.pools, self.reader, self.labels, self.scores,
-                                   self.config.seed, self.video_ids, self.frames_in["train"])
+                                   self.config.seed, self.video_ids, self.frames_in["train"],
+                                   self._finish_in_workers())
         return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True,
                             workers=None if self.frames_in["train"] else 0)
 
@@ -403,7 +431,7 @@ class PairDataModule(pl.LightningDataModule):
         self.setup()
         with_frames = self.frames_in["eval"]
         dataset = VotingDataset(self._splits[split], self._voting[split], self.pools, self.reader, self.labels,
-                                self.scores, self.video_ids, self.groups, with_frames)
+                                self.scores, self.video_ids, self.groups, with_frames, self._finish_in_workers())
         # without frames an item is a handful of numbers: worker processes would only cost their start
         return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False,
                             workers=None if with_frames else 0)

@@ -72,18 +72,26 @@ class VideoTransform:
     def finish(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """uint8 (..., T, H, W, 3) with offsets (..., 2) and flips (...) -> float (..., 3, T, crop_h, crop_w).
 
-        Runs wherever `frames` lives: the crop is a per-video slice, the rest is batched.
+        Runs wherever `frames` lives. Each video is cropped, flipped and converted to float in one copy
+        into the output; the normalisation ((x / 255 - mean) / std) is one in-place multiply-subtract.
         """
         lead = frames.shape[:-4]
-        frames, offsets, flips = frames.flatten(0, -5) if lead else frames[None], offsets.reshape(-1, 2), flips.reshape(-1)
-        ch, cw = self.crop
-        crops = torch.stack([frames[i, :, top:top + ch, left:left + cw]
-                             for i, (top, left) in enumerate(offsets.tolist())])
-        if bool(flips.any()):
-            crops = torch.where(flips.to(crops.device).view(-1, 1, 1, 1, 1), crops.flip(-2), crops)
-        video = crops.permute(0, 4, 1, 2, 3).float().div_(255)  # (V, 3, T, h, w)
-        video = (video - self.mean.to(video.device)[None]) / self.std.to(video.device)[None]
-        return video.reshape(*lead, *video.shape[1:]) if lead else video[0]
+        frames = frames.reshape(-1, *frames.shape[-4:])
+        offsets, flips = offsets.reshape(-1, 2).tolist(), flips.reshape(-1).tolist()
+        (ch, cw), (v, t) = self.crop, frames.shape[:2]
+        video = torch.empty(v, 3, t, ch, cw, device=frames.device)
+        for i, ((top, left), flip) in enumerate(zip(offsets, flips)):
+            crop = frames[i, :, top:top + ch, left:left + cw]
+            video[i].copy_((crop.flip(-2) if flip else crop).permute(3, 0, 1, 2))
+        scale, shift = self._affine(frames.device)
+        video.mul_(scale).sub_(shift)
+        return video.reshape(*lead, *video.shape[1:])
+
+    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x / 255 - mean) / std as x * scale - shift, per channel of a (V, 3, T, H, W) batch."""
+        scale = (1.0 / (255.0 * self.std)).view(1, 3, 1, 1, 1).to(device)
+        shift = (self.mean / self.std).view(1, 3, 1, 1, 1).to(device)
+        return scale, shift
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (3, T, crop_h, crop_w); rng None means evaluation (centre crop)."""
