@@ -282,3 +282,13 @@ def test_other_num_classes_does_not_load_partially(
 ) -> None:
     with pytest.raises(CheckpointMismatchError, match="conv3d_0c_1x1.conv3d.weight"):
         load_kinetics_checkpoint(I3D(num_classes=10), _save(reference_state, tmp_path / "ckpt.pth"))
+
+
+def test_random_init_gives_features_that_tell_videos_apart():
+    """PyTorch's default conv init made every video's features ~1e-6 and identical to 1e-7."""
+    torch.manual_seed(0)
+    model = I3D(freeze_bn=True).eval()
+    with torch.no_grad():
+        features = model(torch.randn(4, 3, 8, 56, 56))
+    magnitude, spread = features.abs().mean().item(), features.std(0).mean().item()
+    assert magnitude > 0.1 and spread > 0.01 * magnitude

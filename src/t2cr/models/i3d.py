@@ -223,6 +223,12 @@ class I3D(nn.Module):
             FEATURE_DIM, num_classes, 1, use_bn=False, use_bias=True, activation=False
         )
 
+        # He initialisation: PyTorch's default conv init shrinks the activations by a constant factor per
+        # layer, so a randomly initialised I3D (trained from scratch on purpose, or in tests) would give
+        # nearly the same features for every video. A Kinetics checkpoint replaces these weights.
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d) and module is not self.conv3d_0c_1x1.conv3d:
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         if freeze_bn_affine:
             for bn in self._batchnorms():
                 bn.weight.requires_grad_(False)
