@@ -37,7 +37,8 @@ clean:
 #   make table8 ANNOTATIONS=/data/AQA-7 DATA_ROOT=/data/AQA-7/frames I3D=/data/model_rgb.pth
 #   t2cr-tables multirun/table8/<stamp> --table table8
 # SEEDS=0,1,2,3,4 replaces the seeds; ARGS='...' appends Hydra overrides (e.g. trainer=ddp,
-# hydra/launcher=slurm, data.cache_dir=...).
+# hydra/launcher=slurm, data.cache_dir=...); FAST=1 runs the sweep in the fast ablation mode
+# (runtime=fast_ablation: I3D frozen, clip features computed once; a deviation from the paper).
 SWEEPS := table1 table2 table3 table4 table5 table6 table7 table8 table9 table10 table11 fig7_n fig7_k
 
 .PHONY: $(SWEEPS)
@@ -47,4 +48,4 @@ $(SWEEPS): install
 		echo "make $@: pass ANNOTATIONS=<annotation folder> DATA_ROOT=<frames> I3D=<model_rgb.pth>" >&2; exit 2; fi
 	$(PYTHON) -m t2cr.cli.train --config-dir experiments --config-name $@ \
 		data.annotations=$(ANNOTATIONS) data.root=$(DATA_ROOT) model.backbone.checkpoint=$(I3D) \
-		$(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
+		$(if $(SEEDS),seed=$(SEEDS)) $(if $(FAST),runtime=fast_ablation) $(ARGS)

@@ -51,7 +51,7 @@ class RuntimeConfig:
     stored_features: bool = False
     feature_cache_dir: str = "data/feature_cache"
     feature_batch_size: int = 4  # videos per backbone call while computing clip features
-    channels_last: bool = False  # backbone in channels-last 3D layout
+    channels_last: bool = True  # backbone in channels-last 3D layout (measured 1.3-1.5x faster on CPU)
     compile: bool = False  # torch.compile the backbone
 
 
