@@ -277,10 +277,10 @@ def test_bf16_mixed_training_steps_are_finite_on_cpu(tiny_synthetic):
 
 def test_channels_last_backbone_gives_the_same_features():
     torch.manual_seed(0)
-    plain = _module(_model(3)).model.eval()
+    plain = _module(_model(3), channels_last=False).model.eval()
     fast = _module(_model(3), channels_last=True).model.eval()
     fast.load_state_dict(plain.state_dict())
-    assert fast.channels_last
+    assert fast.channels_last and not plain.channels_last
     videos = torch.randn(2, 3, 16, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(fast.video_clip_features(videos), plain.video_clip_features(videos),
