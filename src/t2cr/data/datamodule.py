@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from t2cr.data.annotations import read_annotations
 from t2cr.data.cache import CachedFrameSource, open_frame_source
@@ -95,9 +95,33 @@ def finish_frames(batch: dict, transform: VideoTransform) -> dict:
     """uint8 frames + crop/flip draws (<name>_frames / _offsets / _flip) -> normalised float <name>."""
     for name in VIDEO_NAMES:
         if f"{name}_frames" in batch:
-            batch[name] = transform.finish(batch.pop(f"{name}_frames"), batch.pop(f"{name}_offsets"),
-                                           batch.pop(f"{name}_flip"))
+            frames = batch.pop(f"{name}_frames")
+            out = _shared_output(frames, transform) if get_worker_info() is not None else None
+            batch[name] = transform.finish(frames, batch.pop(f"{name}_offsets"), batch.pop(f"{name}_flip"), out)
     return batch
+
+
+def _shared_output(frames: torch.Tensor, transform: VideoTransform) -> torch.Tensor:
+    """The float output of a batch, allocated in shared memory as default_collate does in a worker: the
+    batch then reaches the main process without another copy of its largest tensor."""
+    shape = (*frames.shape[:-4], 3, frames.shape[-4], *transform.crop)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
+class FinishingCollate:
+    """Collate uint8 items, then finish the whole batch at once (CPU training: in the loader workers).
+
+    Stacking uint8 and writing each float once is cheaper than finishing item by item and stacking floats."""
+
+    def __init__(self, transform: VideoTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, items: list[dict]) -> dict:
+        # the uint8 frames are stacked in private memory: only the finished floats travel to the main process
+        frames = {key: torch.stack([item.pop(key) for item in items]) for key in list(items[0])
+                  if key.endswith("_frames")}
+        return finish_frames({**default_collate(items), **frames}, self.transform)
 
 
 def add_frames(item: dict, name: str, raws: Sequence[dict[str, torch.Tensor]], stacked: bool) -> None:
@@ -113,10 +137,10 @@ class PairTrainDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
                  labels: dict[str, int], scores: ScoreSpace, seed: int, video_ids: dict[str, int],
-                 with_frames: bool = True, finish: bool = False) -> None:
+                 with_frames: bool = True) -> None:
         self.samples, self.pools, self.reader = list(samples), pools, reader
         self.labels, self.scores, self.seed = labels, scores, seed
-        self.video_ids, self.with_frames, self.finish = video_ids, with_frames, finish
+        self.video_ids, self.with_frames = video_ids, with_frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,7 +161,7 @@ class PairTrainDataset(Dataset):
         if self.with_frames:
             add_frames(item, "query", [self.reader.read_raw(query, rng)], stacked=False)
             add_frames(item, "exemplar", [self.reader.read_raw(exemplar, rng)], stacked=False)
-        return finish_frames(item, self.reader.transform) if self.finish else item
+        return item
 
 
 class VotingDataset(Dataset):
@@ -145,11 +169,10 @@ class VotingDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], exemplars: list[tuple[list[int], list[bool]]],
                  pools: ExemplarPools, reader: SampleReader, labels: dict[str, int], scores: ScoreSpace,
-                 video_ids: dict[str, int], groups: Sequence[str] = (), with_frames: bool = True,
-                 finish: bool = False) -> None:
+                 video_ids: dict[str, int], groups: Sequence[str] = (), with_frames: bool = True) -> None:
         self.samples, self.exemplars, self.pools = list(samples), exemplars, pools
         self.reader, self.labels, self.scores = reader, labels, scores
-        self.video_ids, self.with_frames, self.finish = video_ids, with_frames, finish
+        self.video_ids, self.with_frames = video_ids, with_frames
         self.group_index = {g: i for i, g in enumerate(groups)}
 
     def __len__(self) -> int:
@@ -174,14 +197,14 @@ class VotingDataset(Dataset):
         if self.with_frames:
             add_frames(item, "query", [self.reader.read_raw(sample, None)], stacked=False)
             add_frames(item, "exemplars", [self.reader.read_raw(e, None) for e in exemplars], stacked=True)
-        return finish_frames(item, self.reader.transform) if self.finish else item
+        return item
 
 
 class VideoDataset(Dataset):
     """Evaluation reads (centre crop, no jitter) of videos by id: what clip features are computed from."""
 
-    def __init__(self, videos: Sequence[Sample], ids: Sequence[int], reader: SampleReader, finish: bool = False) -> None:
-        self.videos, self.ids, self.reader, self.finish = videos, list(ids), reader, finish
+    def __init__(self, videos: Sequence[Sample], ids: Sequence[int], reader: SampleReader) -> None:
+        self.videos, self.ids, self.reader = videos, list(ids), reader
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -190,7 +213,7 @@ class VideoDataset(Dataset):
         video_id = self.ids[position]
         item = {"video_id": video_id}
         add_frames(item, "video", [self.reader.read_raw(self.videos[video_id], None)], stacked=False)
-        return finish_frames(item, self.reader.transform) if self.finish else item
+        return item
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -377,13 +400,17 @@ class PairDataModule(pl.LightningDataModule):
         if key not in self._video_loaders:
             workers = min(self.config.num_workers, len(ids))
             self._video_loaders[key] = DataLoader(
-                VideoDataset(self.videos, ids, self.reader, finish), batch_size=batch_size, shuffle=False,
-                num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+                VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
+                num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                collate_fn=self._collate(finish))
         return self._video_loaders[key]
 
     def finish_batch(self, batch: dict) -> dict:
         """uint8 frames + crop/flip draws -> normalised float videos, on the batch's device."""
         return finish_frames(batch, self.reader.transform)
+
+    def _collate(self, finish: bool):
+        return FinishingCollate(self.reader.transform) if finish else default_collate
 
     def _finish_in_workers(self) -> bool:
         if self.finish_in_workers is not None:
@@ -416,14 +443,13 @@ class PairDataModule(pl.LightningDataModule):
             dataset, batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
             num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-            drop_last=False,
+            drop_last=False, collate_fn=self._collate(self._finish_in_workers()),
         )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = PairTrainDataset(self._splits["train"], self.pools, self.reader, self.labels, self.scores,
-                                   self.config.seed, self.video_ids, self.frames_in["train"],
-                                   self._finish_in_workers())
+                                   self.config.seed, self.video_ids, self.frames_in["train"])
         return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True,
                             workers=None if self.frames_in["train"] else 0)
 
@@ -431,7 +457,7 @@ class PairDataModule(pl.LightningDataModule):
         self.setup()
         with_frames = self.frames_in["eval"]
         dataset = VotingDataset(self._splits[split], self._voting[split], self.pools, self.reader, self.labels,
-                                self.scores, self.video_ids, self.groups, with_frames, self._finish_in_workers())
+                                self.scores, self.video_ids, self.groups, with_frames)
         # without frames an item is a handful of numbers: worker processes would only cost their start
         return self._loader(dataset, self._per_process(self.config.eval_batch_size, "eval_batch_size"), False,
                             workers=None if with_frames else 0)

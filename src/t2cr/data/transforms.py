@@ -51,6 +51,7 @@ class VideoTransform:
                              f"{list(self.resize)} (both [height, width])")
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)  # per channel of a (3, T, H, W) video
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        self._scale = (1.0 / (255.0 * self.std)).reshape(3).tolist()
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> uint8 (T, resize_h, resize_w, 3); no copy when already at size."""
@@ -69,29 +70,27 @@ class VideoTransform:
         flip = self.flip and bool(rng.random() < 0.5)
         return torch.tensor([top, left]), torch.tensor(flip)
 
-    def finish(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    def finish(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (..., T, H, W, 3) with offsets (..., 2) and flips (...) -> float (..., 3, T, crop_h, crop_w).
 
-        Runs wherever `frames` lives. Each video is cropped, flipped and converted to float in one copy
-        into the output; the normalisation ((x / 255 - mean) / std) is one in-place multiply-subtract.
+        Runs wherever `frames` lives. Each channel of each video is cropped, flipped, converted and
+        normalised in one pass ((x / 255 - mean) / std as x * scale - shift) into `out` (allocated when None).
         """
         lead = frames.shape[:-4]
         frames = frames.reshape(-1, *frames.shape[-4:])
         offsets, flips = offsets.reshape(-1, 2).tolist(), flips.reshape(-1).tolist()
         (ch, cw), (v, t) = self.crop, frames.shape[:2]
-        video = torch.empty(v, 3, t, ch, cw, device=frames.device)
+        if out is None:
+            out = torch.empty(*lead, 3, t, ch, cw, device=frames.device)
+        video = out.view(v, 3, t, ch, cw)
+        minus_shift = (-(self.mean / self.std)).reshape(3).to(frames.device).unbind(0)
         for i, ((top, left), flip) in enumerate(zip(offsets, flips)):
             crop = frames[i, :, top:top + ch, left:left + cw]
-            video[i].copy_((crop.flip(-2) if flip else crop).permute(3, 0, 1, 2))
-        scale, shift = self._affine(frames.device)
-        video.mul_(scale).sub_(shift)
-        return video.reshape(*lead, *video.shape[1:])
-
-    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x / 255 - mean) / std as x * scale - shift, per channel of a (V, 3, T, H, W) batch."""
-        scale = (1.0 / (255.0 * self.std)).view(1, 3, 1, 1, 1).to(device)
-        shift = (self.mean / self.std).view(1, 3, 1, 1, 1).to(device)
-        return scale, shift
+            crop = crop.flip(-2) if flip else crop
+            for c in range(3):
+                torch.add(minus_shift[c], crop[..., c], alpha=self._scale[c], out=video[i, c])
+        return out
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (3, T, crop_h, crop_w); rng None means evaluation (centre crop)."""
