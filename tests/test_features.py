@@ -147,7 +147,7 @@ def test_fast_ablation_mode_stores_features_once_and_trains_only_the_heads(tiny_
     assert any(not torch.equal(v, heads_before[n]) for n, v in module.model.difference_regressor.state_dict().items())
 
     # the stored features are the backbone's features of each video's evaluation read
-    stored = clip_store.load_store(stores[0], module_settings(module, datamodule))
+    stored = clip_store.load_store(stores[0], module.stored_feature_settings(datamodule))
     module.model.eval()
     for sample in datamodule.videos[:3]:
         with torch.no_grad():
@@ -162,14 +162,6 @@ def test_fast_ablation_mode_stores_features_once_and_trains_only_the_heads(tiny_
     naive = _module(model, eval_features_once=False)
     naive.load_state_dict(module.state_dict())
     _assert_same_rows(rows, _test_rows(naive, PairDataModule(_data(tiny_synthetic))))
-
-
-def module_settings(module: T2CRModule, datamodule: PairDataModule) -> dict:
-    from t2cr.data.cache import cache_identity
-
-    transform = datamodule.reader.transform
-    return clip_store.feature_store_settings(module.model.backbone, module.model.clip_frame_indices,
-                                             cache_identity(datamodule.config), transform.resize, transform.crop)
 
 
 def test_stored_features_need_a_frozen_backbone():

@@ -142,14 +142,18 @@ class T2CRModule(pl.LightningModule):
         finally:
             self.model.train(was_training)
 
+    def stored_feature_settings(self, datamodule) -> dict[str, Any]:
+        """What stored clip features depend on: this backbone's weights, the clip plan, the data's reads."""
+        transform = datamodule.reader.transform
+        return clip_store.feature_store_settings(self.model.backbone, self.model.clip_frame_indices,
+                                                 cache_identity(datamodule.config), transform.resize, transform.crop)
+
     @torch.no_grad()
     def _load_or_compute_stored_features(self, datamodule) -> None:
         """Fast ablation mode: every video's features, from the store file or computed once and stored."""
         device = self._device_for_features()
         self.model.backbone.to(device)
-        config, transform = datamodule.config, datamodule.reader.transform
-        settings = clip_store.feature_store_settings(self.model.backbone, self.model.clip_frame_indices,
-                                                     cache_identity(config), transform.resize, transform.crop)
+        settings = self.stored_feature_settings(datamodule)
         path = clip_store.store_path(self.runtime.feature_cache_dir, settings)
         keys = [s.key_str for s in datamodule.videos]
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -171,7 +175,6 @@ class T2CRModule(pl.LightningModule):
                 clip_store.save_store(path, settings, {**stored, **{keys[i]: features[i] for i in missing}})
         else:
             log.info("clip features of all %d videos read from %s (fast ablation mode)", len(keys), path)
-        self.feature_store_path = str(path)
         self.features = table
 
     def _compute_evaluation_features(self, stage: str) -> None:

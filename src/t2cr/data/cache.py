@@ -46,11 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from t2cr.data.frames import FrameSource, VideoFileSource, build_frame_source
 from t2cr.data.samples import Sample
-from t2cr.data.transforms import resize_video
+from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
 
 try:  # POSIX only; elsewhere concurrent prepares are not serialised
     import fcntl
@@ -67,7 +66,6 @@ MANIFEST_FILE = "manifest.json"
 SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
 USE_CACHE_MODES = ("auto", "never", "require")
-CHUNK_FRAMES = 16  # frames decoded and resized at a time (bounds the float memory of full-size frames)
 
 ProgressFn = Callable[[int, int], None]  # (samples done, samples in all)
 
@@ -81,26 +79,6 @@ class CacheMissError(KeyError):
 
 class CacheUnavailableError(RuntimeError):
     """data.use_cache=require without a complete cache for the data settings."""
-
-
-# ---------------------------------------------------------------------------------------------- resize
-
-
-def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> uint8 (T, h, w, 3) with VideoTransform's resize, rounded to uint8.
-
-    Frames that already have the size are returned unchanged (VideoTransform does not resize them either).
-    """
-    size = (int(size_hw[0]), int(size_hw[1]))
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    if tuple(frames.shape[1:3]) == size:
-        return frames
-    out = np.empty((len(frames), *size, 3), dtype=np.uint8)
-    for first in range(0, len(frames), CHUNK_FRAMES):
-        chunk = torch.from_numpy(frames[first:first + CHUNK_FRAMES]).permute(0, 3, 1, 2).float().div_(255)
-        chunk = resize_video(chunk, size)
-        out[first:first + CHUNK_FRAMES] = chunk.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- settings

@@ -384,10 +384,6 @@ class PairDataModule(pl.LightningDataModule):
                 needed.update(self.video_ids[self.pools.train[j].key_str] for j in chosen)
         return sorted(needed)
 
-    def all_video_ids(self) -> list[int]:
-        self.setup()
-        return list(range(len(self.videos)))
-
     def video_loader(self, ids: Sequence[int], batch_size: int) -> DataLoader:
         """Evaluation reads of the given videos, in order (for computing clip features).
 

@@ -1,12 +1,13 @@
 """Video transforms with explicit height and width: resize, crop, flip, ImageNet normalisation.
 
 One crop and one flip per video (every frame alike); the resize happens on the CPU (or in the frame
-cache), crop, flip and normalisation on the accelerator after the transfer. Randomness comes from a numpy Generator the
-caller seeds, so a training sample is a pure function of (seed, epoch, index).
+cache), crop, flip and normalisation on the accelerator after the transfer. Randomness comes from a
+numpy Generator the caller seeds, so a training sample is a pure function of (seed, epoch, index).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CHUNK_FRAMES = 16  # frames decoded and resized at a time (bounds the float memory of full-size frames)
 
 
 @dataclass
@@ -32,6 +34,23 @@ def resize_video(video: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """
     video = F.interpolate(video, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
     return video.mul_(255).round_().clamp_(0, 255).div_(255)
+
+
+def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, h, w, 3) with VideoTransform's resize, rounded to uint8.
+
+    Frames that already have the size are returned unchanged (`VideoTransform.prepare` uses this).
+    """
+    size = (int(size_hw[0]), int(size_hw[1]))
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if tuple(frames.shape[1:3]) == size:
+        return frames
+    out = np.empty((len(frames), *size, 3), dtype=np.uint8)
+    for first in range(0, len(frames), CHUNK_FRAMES):
+        chunk = torch.from_numpy(frames[first:first + CHUNK_FRAMES]).permute(0, 3, 1, 2).float().div_(255)
+        chunk = resize_video(chunk, size)
+        out[first:first + CHUNK_FRAMES] = chunk.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
 
 
 class VideoTransform:
@@ -55,11 +74,7 @@ class VideoTransform:
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> uint8 (T, resize_h, resize_w, 3); no copy when already at size."""
-        video = torch.from_numpy(np.ascontiguousarray(frames))
-        if tuple(video.shape[1:3]) == self.resize:
-            return video
-        resized = resize_video(video.permute(0, 3, 1, 2).float().div_(255), self.resize)
-        return resized.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return torch.from_numpy(resize_frames(frames, self.resize))
 
     def draw(self, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop offsets (top, left) and flip of one video; rng None means evaluation (centre, no flip)."""
