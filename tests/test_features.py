@@ -134,7 +134,7 @@ def test_fast_ablation_mode_stores_features_once_and_trains_only_the_heads(tiny_
     torch.manual_seed(1)
     module = _module(model, stored_features=True, feature_cache_dir=str(cache))
     backbone_before = copy.deepcopy(module.model.backbone.state_dict())
-    heads_before = copy.deepcopy(module.model.difference_regressor.state_dict())
+    heads_before = copy.deepcopy(module.model.regressor.state_dict())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _trainer(max_steps=3).fit(module, datamodule=datamodule)
@@ -144,7 +144,7 @@ def test_fast_ablation_mode_stores_features_once_and_trains_only_the_heads(tiny_
     assert len(stores) == 1
     for name, value in module.model.backbone.state_dict().items():
         assert torch.equal(value, backbone_before[name]), name  # frozen
-    assert any(not torch.equal(v, heads_before[n]) for n, v in module.model.difference_regressor.state_dict().items())
+    assert any(not torch.equal(v, heads_before[n]) for n, v in module.model.regressor.state_dict().items())
 
     # the stored features are the backbone's features of each video's evaluation read
     stored = clip_store.load_store(stores[0], module.stored_feature_settings(datamodule))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -88,18 +89,19 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):
     assert _digest(last) == before  # the broken state was never written over the last good one
 
 
-def _uninterrupted(data_root: Path, tmp_path: Path, epochs: int) -> Path:
+def _uninterrupted(data_root: Path, tmp_path: Path, epochs: int, extra: tuple[str, ...] = ()) -> Path:
     run_dir = tmp_path / "straight"
     run_cli("train", [*tiny_overrides(data_root), "data.batch_size=2", f"trainer.max_epochs={epochs}",
-                      f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+                      f"hydra.run.dir={run_dir}", *extra], cwd=tmp_path)
     return run_dir
 
 
-def _interrupted(data_root: Path, tmp_path: Path, epochs: int, sig: int) -> tuple[Path, int]:
+def _interrupted(data_root: Path, tmp_path: Path, epochs: int, sig: int,
+                 extra: tuple[str, ...] = ()) -> tuple[Path, int]:
     """Start a run, send `sig` once the first epoch's checkpoint exists, then resume it to the end."""
     run_dir = tmp_path / f"signal{sig}"
     overrides = [*tiny_overrides(data_root), "data.batch_size=2", f"trainer.max_epochs={epochs}",
-                 f"hydra.run.dir={run_dir}"]
+                 f"hydra.run.dir={run_dir}", *extra]
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
     process = subprocess.Popen([sys.executable, "-m", "t2cr.cli.train", *overrides], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -112,8 +114,19 @@ def _interrupted(data_root: Path, tmp_path: Path, epochs: int, sig: int) -> tupl
     process.communicate(timeout=120)
     assert not (run_dir / "metrics.json").exists(), "the run finished before the signal; make it longer"
     code = process.returncode
-    run_cli("train", [*overrides, "resume=true"], cwd=tmp_path)
+    saved = torch.load(last, weights_only=False)
+    (run_dir / "interrupted_at.json").write_text(json.dumps(
+        {"global_step": saved["global_step"],
+         "in_epoch": saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]}))
+    resumed = run_cli("train", [*overrides, "resume=true"], cwd=tmp_path)
+    # a "resume" that silently started again from scratch would give the same weights (training is
+    # deterministic): the resumed process must have restored the interrupted state
+    assert "Restoring states from the checkpoint path" in resumed.stderr + resumed.stdout
     return run_dir, code
+
+
+def _interruption(run_dir: Path) -> dict:
+    return json.loads((run_dir / "interrupted_at.json").read_text())
 
 
 def _same_result(a: Path, b: Path) -> None:
@@ -141,6 +154,24 @@ def test_sigterm_saves_mid_epoch_and_resumes_exactly(data_root, tmp_path):
     resumed, code = _interrupted(data_root, tmp_path, epochs=20, sig=signal.SIGTERM)
     assert code == 0  # saved and exited cleanly
     _same_result(resumed, straight)
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_or_terminated_resumes_to_the_uninterrupted_result(data_root, tmp_path):
+    """2 gloo processes, one pair each: SIGKILL after an epoch, SIGTERM inside an epoch, then resume=true."""
+    ddp = ("trainer=ddp_cpu",)
+    epochs = 8
+    straight = _uninterrupted(data_root, tmp_path, epochs, ddp)
+    steps_per_epoch = read_metrics(straight)["global_step"] // epochs
+    killed, code = _interrupted(data_root, tmp_path, epochs, signal.SIGKILL, ddp)
+    assert code == -signal.SIGKILL
+    assert 0 < _interruption(killed)["global_step"] < epochs * steps_per_epoch
+    _same_result(killed, straight)
+    terminated, code = _interrupted(data_root, tmp_path, epochs, signal.SIGTERM, ddp)
+    assert code == 0  # every rank saved and exited cleanly
+    where = _interruption(terminated)
+    assert 0 < where["in_epoch"] < steps_per_epoch, f"not saved inside an epoch: {where}"
+    _same_result(terminated, straight)
 
 
 # ------------------------------------------------------------------------------------ DDP faults

@@ -125,7 +125,7 @@ def make_forward(model: T2CR, bank: dict[str, Any], pool_name: str, target: str,
     """videos (n, 3, T, H, W) -> (n,) the chosen score against the pool's exemplars, held fixed."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if target == "direct" and model.direct_regressor is None:
+    if target == "direct" and not model.config.direct_regression:
         raise ValueError("this model has no direct regression path: use target=final or target=contrastive")
     exemplar_tokens, exemplar_scores = fixed_exemplars(model, bank, pool_name, device)
 

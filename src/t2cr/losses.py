@@ -11,6 +11,7 @@ float32 (or float64 when given float64) and return float32/float64 tensors.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,11 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     if any(t.dtype == torch.float64 for t in tensors):
         return torch.float64
     return torch.float32
+
+
+def _upcast(tensor: Tensor) -> Tensor:
+    """float32 for half, bfloat16 and float32; float64 stays float64."""
+    return tensor.to(_compute_dtype(tensor))
 
 
 def _no_autocast(device: torch.device):
@@ -218,7 +224,8 @@ def soft_dtw(x: Tensor, y: Tensor, gamma: float = 0.1) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1) -> Tensor:
+def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1,
+                 gather: Callable[[Tensor], tuple[Tensor, int]] | None = None) -> Tensor:
     """Modified NT-Xent contrastive loss ``L_cl`` (NT-Xent*) of Eq. (16)-(17), averaged over the batch.
 
     ``base`` and ``aux`` are (B, ...) representations of the base and auxiliary pathways of the same B
@@ -231,6 +238,11 @@ def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1) -> Tensor:
     Computed as ``logsumexp(logits_j) - cos(base_j, aux_j) / tau`` in float32 (float64 for float64
     inputs), with autocast disabled.
 
+    Under DDP the batch of Eq. 17 is the global one: ``gather`` (e.g. :func:`t2cr.distributed.gather_batch`)
+    returns the representations of every process with gradients and where this process's rows start; the
+    local rows are the anchors, every gathered row a candidate. The mean over the local anchors, averaged
+    over the processes by DDP, is then the single-process loss of the global batch, gradients included.
+
     For ``B == 1`` there are no negatives and the formula gives exactly ``-log 1 = 0``: the loss is
     then a zero tensor that is still connected to the graph (zero gradients), so a last, single-sample
     batch (``drop_last=False``) does not break training.
@@ -239,6 +251,8 @@ def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1) -> Tensor:
         base: (B, ...) base-pathway representations, B >= 1.
         aux: auxiliary-pathway representations, same shape as ``base``.
         tau: temperature, > 0.
+        gather: None (the batch is all there is), or a function (local rows) -> (rows of every process,
+            index of the first local row).
 
     Returns:
         Scalar tensor.
@@ -261,12 +275,18 @@ def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1) -> Tensor:
     with _no_autocast(base.device):
         zb = F.normalize(base.reshape(bsz, -1).to(dtype), dim=1, eps=1e-8)
         za = F.normalize(aux.reshape(bsz, -1).to(dtype), dim=1, eps=1e-8)
-        sim_ba = zb @ za.t() / tau  # (B, B): positives on the diagonal, base_j vs aux_k elsewhere
-        sim_bb = zb @ zb.t() / tau  # (B, B): base_j vs base_k, the diagonal (self) is excluded
-        self_mask = torch.eye(bsz, dtype=torch.bool, device=base.device)
+        # base and aux gathered together: one collective per call
+        everyone, first = (torch.cat([zb, za], dim=1), 0) if gather is None else gather(torch.cat([zb, za], dim=1))
+        zb_all, za_all = everyone.split(zb.shape[1], dim=1)
+        own = torch.arange(bsz, device=base.device) + first  # each anchor's own column
+        sim_ba = zb @ za_all.t() / tau  # (b, B): positives at the own column, base_j vs aux_k elsewhere
+        sim_bb = zb @ zb_all.t() / tau  # (b, B): base_j vs base_k, the own column (self) is excluded
+        self_mask = torch.zeros_like(sim_bb, dtype=torch.bool)
+        self_mask[torch.arange(bsz, device=base.device), own] = True
         sim_bb = sim_bb.masked_fill(self_mask, float("-inf"))
-        logits = torch.cat([sim_ba, sim_bb], dim=1)  # (B, 2B)
-        loss = torch.logsumexp(logits, dim=1) - sim_ba.diagonal()
+        logits = torch.cat([sim_ba, sim_bb], dim=1)  # (b, 2B)
+        positive = sim_ba.gather(1, own.unsqueeze(1)).squeeze(1)
+        loss = torch.logsumexp(logits, dim=1) - positive
     return loss.mean()
 
 
@@ -313,9 +333,11 @@ class T2CRLoss(nn.Module):
     of the terms present.
     """
 
-    def __init__(self, config: LossConfig | None = None) -> None:
+    def __init__(self, config: LossConfig | None = None,
+                 gather: Callable[[Tensor], tuple[Tensor, int]] | None = None) -> None:
         super().__init__()
         self.config = config or LossConfig()
+        self.gather = gather  # batch-coupled terms (NT-Xent*) see the global batch through it under DDP
 
     def forward(self, output, query_score: Tensor, exemplar_score: Tensor,
                 query_label: Tensor | None = None, exemplar_label: Tensor | None = None) -> dict[str, Tensor]:
@@ -325,17 +347,18 @@ class T2CRLoss(nn.Module):
 
         deltas = torch.cat([output.delta, output.delta_reverse])
         target_deltas = torch.cat([query_score - exemplar_score, exemplar_score - query_score])
-        reg = F.mse_loss(deltas.float(), target_deltas.float())
+        up = _upcast  # heads may run in bf16 under autocast; the loss is computed in fp32 (fp64 stays fp64)
+        reg = F.mse_loss(up(deltas), up(target_deltas))
         if q.direct is not None:
-            direct = torch.cat([q.direct, e.direct]).float()
-            reg = reg + F.mse_loss(direct, torch.cat([query_score, exemplar_score]).float())
+            direct = up(torch.cat([q.direct, e.direct]))
+            reg = reg + F.mse_loss(direct, up(torch.cat([query_score, exemplar_score])))
         terms["reg"] = reg
 
         if cfg.use_cls and q.logits is not None:
             if query_label is None or exemplar_label is None:
                 raise ValueError("the action-type loss needs query and exemplar labels; "
                                  "set loss.use_cls=false for data without action types")
-            terms["cls"] = F.cross_entropy(torch.cat([q.logits, e.logits]).float(),
+            terms["cls"] = F.cross_entropy(up(torch.cat([q.logits, e.logits])),
                                            torch.cat([query_label, exemplar_label]))
 
         if cfg.use_aln:
@@ -345,16 +368,16 @@ class T2CRLoss(nn.Module):
             terms["aln"] = aln
 
         if cfg.use_self_reg and output.self_delta_query is not None:
-            self_delta = torch.cat([output.self_delta_query, output.self_delta_exemplar]).float()
+            self_delta = up(torch.cat([output.self_delta_query, output.self_delta_exemplar]))
             terms["self"] = self_delta.pow(2).mean()
 
         if q.aux_tokens is not None and (cfg.use_path_mse or cfg.use_path_ntxent):
-            path = query_score.new_zeros((), dtype=torch.float32)
+            path = query_score.new_zeros((), dtype=_compute_dtype(q.base_tokens))
             for video in (q, e):
                 if cfg.use_path_mse:
                     path = path + path_mse(video.base_tokens, video.aux_tokens) / 2
                 if cfg.use_path_ntxent:
-                    path = path + nt_xent_star(video.base_tokens, video.aux_tokens, cfg.tau) / 2
+                    path = path + nt_xent_star(video.base_tokens, video.aux_tokens, cfg.tau, self.gather) / 2
             terms["path"] = path
 
         weights = {"reg": cfg.reg_weight, "cls": cfg.cls_weight, "aln": cfg.aln_weight,

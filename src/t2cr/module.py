@@ -22,6 +22,7 @@ from t2cr import features as clip_store
 from t2cr import metrics
 from t2cr.config import to_dataclass
 from t2cr.data.cache import cache_identity
+from t2cr.distributed import gather_batch, world_size
 from t2cr.features import FeatureTable
 from t2cr.losses import LossConfig, T2CRLoss
 from t2cr.models.t2cr import T2CR, T2CRConfig
@@ -57,15 +58,20 @@ class RuntimeConfig:
 
 class T2CRModule(pl.LightningModule):
     def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any],
-                 runtime: dict[str, Any] | None = None) -> None:
+                 runtime: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> None:
+        """`run`: the settings that give the scores their meaning ({"data": resolved data config, "seed",
+        "matmul_precision"}), kept in the checkpoint so that evaluation uses them (see `run_settings`)."""
         super().__init__()
         runtime = dict(runtime or {})
         # plain containers only: DictConfig or dataclasses in hparams break `fit(ckpt_path=...)` under
         # torch >= 2.6 (weights_only unpickling)
         self.save_hyperparameters({"model": dict(model), "loss": dict(loss), "optim": dict(optim),
-                                   "runtime": runtime})
+                                   "runtime": runtime, "run": None if run is None else dict(run)})
         self.model_config = to_dataclass(T2CRConfig, model)
         self.loss_config = to_dataclass(LossConfig, loss)
+        # a module exists only when a loss or the score uses it: DDP refuses parameters without a
+        # gradient, and a classifier nothing trains is no part of the experiment (Table 7 "Cross-Entropy")
+        self.model_config.action_classifier = self.model_config.action_classifier and self.loss_config.use_cls
         self.optim_config = to_dataclass(OptimConfig, optim)
         self.runtime = to_dataclass(RuntimeConfig, runtime)
         if self.runtime.stored_features and self.model_config.backbone.trainable:
@@ -78,7 +84,7 @@ class T2CRModule(pl.LightningModule):
             self.model.backbone.compile()
         self.features: FeatureTable | None = None  # clip features looked up by video id
         self.feature_passes = 0  # videos this process ran through the backbone to fill `features`
-        self.criterion = T2CRLoss(self.loss_config)
+        self.criterion = T2CRLoss(self.loss_config, gather=gather_batch)
         self._outputs: dict[str, list[dict[str, float]]] = {"val": [], "test": []}
         self.predictions: dict[str, list[dict[str, float]]] = {}  # last epoch's rows per split
         self.metrics: dict[str, dict[str, float]] = {}  # last epoch's metrics per split
@@ -96,11 +102,17 @@ class T2CRModule(pl.LightningModule):
         hparams = checkpoint["hyper_parameters"]
         model = dict(hparams["model"])
         model["backbone"] = {**model["backbone"], "checkpoint": None, "random_init": True}
-        module = cls(model, hparams["loss"], hparams["optim"], hparams.get("runtime") if runtime is None else runtime)
+        module = cls(model, hparams["loss"], hparams["optim"], hparams.get("runtime") if runtime is None else runtime,
+                     run=hparams.get("run"))
         module.load_state_dict(checkpoint["state_dict"])
         module.best = dict(checkpoint.get("t2cr_best", {}))
         module.exemplar_bank = checkpoint.get("t2cr_exemplar_bank")
         return module
+
+    @property
+    def run_settings(self) -> dict[str, Any] | None:
+        """The run's data settings, seed and matmul precision; None for checkpoints written before they were kept."""
+        return self.hparams.get("run")
 
     def setup(self, stage: str) -> None:
         self._check_same_config()
@@ -210,14 +222,25 @@ class T2CRModule(pl.LightningModule):
         return self.features.lookup(batch[f"{name}_video" if name != "exemplars" else "exemplar_videos"])
 
     # --------------------------------------------------------------------------------- training
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of one training batch (this process's share of the global batch)."""
+        output = self.model(self._videos(batch, "query"), self._videos(batch, "exemplar"),
+                            self_difference=self.loss_config.use_self_reg)
+        return self.criterion(output, batch["query_score"], batch["exemplar_score"],
+                              batch["query_label"], batch["exemplar_label"])
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
-        output = self.model(self._videos(batch, "query"), self._videos(batch, "exemplar"))
-        terms = self.criterion(output, batch["query_score"], batch["exemplar_score"],
-                               batch["query_label"], batch["exemplar_label"])
+        terms = self.loss_terms(batch)
         check_finite(terms, self.global_step)
-        size = batch["query_score"].shape[0]
-        for name, value in terms.items():
-            self.log(f"train/loss_{name}", value.detach(), on_step=True, on_epoch=True, batch_size=size,
+        # the logged values are the global batch's (the mean over processes, one collective for all terms)
+        names = list(terms)
+        values = torch.stack([terms[name].detach().float() for name in names])
+        if world_size() > 1:
+            dist.all_reduce(values)
+            values = values / world_size()
+        size = batch["query_score"].shape[0] * world_size()
+        for name, value in zip(names, values):
+            self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size,
                      prog_bar=name == "total")
         return terms["total"]
 
@@ -360,6 +383,7 @@ class T2CRModule(pl.LightningModule):
 
 
 def module_from_config(model: T2CRConfig | dict, loss: LossConfig | dict, optim: OptimConfig | dict,
-                       runtime: RuntimeConfig | dict | None = None) -> T2CRModule:
+                       runtime: RuntimeConfig | dict | None = None, run: dict[str, Any] | None = None) -> T2CRModule:
     as_dict = (lambda c: asdict(c) if not isinstance(c, dict) else c)
-    return T2CRModule(as_dict(model), as_dict(loss), as_dict(optim), None if runtime is None else as_dict(runtime))
+    return T2CRModule(as_dict(model), as_dict(loss), as_dict(optim), None if runtime is None else as_dict(runtime),
+                      run=run)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +57,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class SaveOnSigterm(Callback):
-    """On SIGTERM, save `last.ckpt` at the current step and let the run exit cleanly.
+    """On SIGTERM, every process stops before the same training batch, `last.ckpt` is saved there, the run exits.
 
-    The checkpoint holds the position inside the epoch; resuming skips the batches already done
-    (the training sampler is a pure function of seed and epoch), so the resumed run takes exactly
-    the steps the uninterrupted one would.
+    The checkpoint holds the position inside the epoch; resuming skips the batches already done (the
+    training sampler is a pure function of seed and epoch), so the resumed run takes exactly the steps
+    the uninterrupted one would.
+
+    Lightning's own SIGTERM handling is replaced for the fit: it decides per process (and broadcasts from
+    inside the signal handler), so under DDP one rank could stop a step before another and their
+    collectives would pair up wrongly. Here the handler only sets a flag; before each training batch the
+    processes agree on it (the maximum over all ranks: a signal to any rank stops all), then all of them
+    raise `SIGTERMException` at that batch and save collectively.
     """
 
     def __init__(self, last_path: Path) -> None:
         self.last_path = Path(last_path)
+        self.requested = False
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.requested = False
+        # Lightning registers its handlers after on_fit_start and before on_train_start, and restores the
+        # original ones at teardown
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._request)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        stop = self.requested
+        if trainer.world_size > 1:
+            flag = torch.tensor([1.0 if stop else 0.0], device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            # before the batch: it is neither trained nor counted as done, so a resume starts with it
+            raise SIGTERMException()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(str(self.last_path))
-            log.warning("SIGTERM: saved %s at global step %d; continue with resume=true", self.last_path,
-                        trainer.global_step)
+            trainer.save_checkpoint(str(self.last_path))  # every rank calls it; rank 0 writes
+            if trainer.is_global_zero:
+                log.warning("SIGTERM: saved %s at global step %d; continue with resume=true", self.last_path,
+                            trainer.global_step)
 
 
 class LastEveryEpoch(ModelCheckpoint):

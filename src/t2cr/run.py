@@ -19,6 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
+from t2cr.distributed import GlobalBatchNorm
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
 
@@ -141,7 +142,7 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_d
         num_sanity_val_steps=t.num_sanity_val_steps, logger=logger, callbacks=callbacks,
         enable_progress_bar=cfg.get("callbacks", {}).get("progress", "rich") != "none",
         default_root_dir=str(run_dir), use_distributed_sampler=False,  # our samplers shard themselves
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *([GlobalBatchNorm()] if t.sync_batchnorm else [])],
     )
 
 

@@ -1,7 +1,13 @@
-"""t2cr-eval ckpt_path=...: K-exemplar evaluation of a checkpoint on data.* -> metrics.json.
+"""t2cr-eval ckpt_path=...: K-exemplar evaluation of a checkpoint -> metrics.json.
 
     t2cr-eval ckpt_path=outputs/smoke/<stamp>/checkpoints/last.ckpt
-    t2cr-eval ckpt_path=... trainer=ddp_cpu          # same numbers from two processes
+    t2cr-eval ckpt_path=outputs/smoke/<stamp>/checkpoints/last.ckpt trainer=ddp_cpu   # same numbers, 2 processes
+    t2cr-eval ckpt_path=outputs/smoke/<stamp>/checkpoints/last.ckpt data.root=/elsewhere/frames data.voting_exemplars=3
+
+The data settings (dataset, DD, exemplar rule, K, seed, clip plan, transform) and the matmul precision
+are the checkpoint's own (t2cr.cli.run_settings): data.root / data.annotations / data.cache_dir and
+loader keys may be overridden, K and the seed explicitly (reported as deviations in metrics.json);
+an override that changes what the scores mean is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from t2cr.cli.common import UserError, set_matmul_precision, user_errors
+from t2cr.cli.run_settings import apply_run_settings
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
@@ -29,26 +37,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist")
+        raise UserError(f"ckpt_path={ckpt} does not exist")
     runtime = OmegaConf.to_container(cfg.runtime, resolve=True) if "runtime" in cfg else None
     module = T2CRModule.from_checkpoint(str(ckpt), runtime=runtime)
+    deviations = apply_run_settings(cfg, module.run_settings, "eval", str(ckpt))
+    set_matmul_precision(cfg.trainer.matmul_precision)
     datamodule = build_datamodule(cfg)
     module.group_names = list(datamodule.groups)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.eval")
     try:
-        return _test(cfg, run_dir, module, datamodule, resolved, ckpt)
+        return _test(cfg, run_dir, module, datamodule, resolved, ckpt, deviations)
     finally:
         if ranks is not None:
             ranks.finish()
 
 
 def _test(cfg: DictConfig, run_dir: Path, module: T2CRModule, datamodule, resolved: dict[str, Any],
-          ckpt: Path) -> dict[str, Any]:
+          ckpt: Path, deviations: dict[str, Any] | None) -> dict[str, Any]:
     trainer = build_trainer(cfg, logger=False, callbacks=[], run_dir=run_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results: dict[str, Any] = {**module.metrics.get("test", {}), "checkpoint": str(ckpt),
-                               "world_size": trainer.world_size}
+                               "world_size": trainer.world_size,
+                               # where the data settings came from, and what the command line changed in them
+                               "data_settings": "checkpoint" if deviations is not None else "command line",
+                               "deviations": deviations or {}}
     if trainer.is_global_zero:
         rows = module.predictions.get("test", [])
         keys = [s.key_str for s in datamodule.samples("test")]
@@ -65,7 +78,8 @@ def _test(cfg: DictConfig, run_dir: Path, module: T2CRModule, datamodule, resolv
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with user_errors("eval"):
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
 Writes <output_dir>/<name>.png (the layout of the paper's Fig. 8: evenly spaced frames on top, their
 attribution maps below; with compare_ckpt one row of maps per checkpoint, Fig. 9) and <name>.npz
 (the raw attributions, float16, with the frame indices, the score, f(baseline) and Captum's
-convergence delta). The exemplars come from the checkpoint's bank and are held fixed.
+convergence delta). The exemplars come from the checkpoint's bank and are held fixed. With sample=<key>
+the dataset is read with the checkpoint's own data settings (t2cr.cli.run_settings: data.root /
+data.annotations may point elsewhere; other data overrides are refused or reported as deviations); the
+float32 matmul precision is the checkpoint's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from t2cr.cli.common import UserError, set_matmul_precision, user_errors
+from t2cr.cli.run_settings import apply_run_settings
 from t2cr.data.frames import read_any_video
 from t2cr.explain import (
     attribute,
@@ -35,8 +40,8 @@ from t2cr.run import CONF_DIR
 def load_with_bank(path: str) -> T2CRModule:
     module = T2CRModule.from_checkpoint(str(path), map_location="cpu")
     if not getattr(module, "exemplar_bank", None):
-        raise ValueError(f"{path} carries no exemplar bank: use the last.ckpt or best checkpoint that "
-                         "t2cr-train writes at the end of training")
+        raise UserError(f"{path} carries no exemplar bank: use the last.ckpt or best checkpoint that "
+                        "t2cr-train writes at the end of training")
     return module
 
 
@@ -77,6 +82,10 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                "difficulty": cfg.difficulty}
     module = load_with_bank(cfg.ckpt_path)
     bank = module.exemplar_bank
+    set_matmul_precision((module.run_settings or {}).get("matmul_precision", "highest"))
+    deviations = None
+    if cfg.sample:  # only a dataset sample reads data.*; a video file is read as the checkpoint's bank says
+        deviations = apply_run_settings(cfg, module.run_settings, "explain", str(cfg.ckpt_path))
     frames = _input_frames(cfg)
     video, source_frames = prepare_video(frames, bank)
     video = video.to(device)
@@ -113,6 +122,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                               "npz": str(npz), **info}
     if cfg.compare_ckpt:
         result["compare"] = {"checkpoint": str(cfg.compare_ckpt), **infos[1]}
+    if deviations:
+        result["deviations"] = deviations
     if cfg.wandb:
         result["wandb_dir"] = log_to_wandb(png, output_dir, info, str(cfg.wandb_project), name)
     (output_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -130,7 +141,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="explain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    explain(cfg)
+    with user_errors("explain"):
+        explain(cfg)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 The checkpoint carries an exemplar bank (clip features and scores of seeded training exemplars per
 pool), so no training data is needed. `pool` names the exemplar pool (the difficulty or dive number)
-where the model was trained with one.
+where the model was trained with one. The float32 matmul precision is the checkpoint's (its run's
+trainer.matmul_precision).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from t2cr.bank import score_frames
+from t2cr.cli.common import set_matmul_precision
 from t2cr.data.frames import read_any_video
 from t2cr.module import T2CRModule
 from t2cr.run import CONF_DIR
@@ -31,6 +33,7 @@ def score(cfg: DictConfig) -> dict:
     if not bank:
         raise ValueError(f"{cfg.ckpt_path} carries no exemplar bank: use the last.ckpt or best checkpoint that "
                          "t2cr-train writes at the end of training")
+    set_matmul_precision((module.run_settings or {}).get("matmul_precision", "highest"))
     frames = read_any_video(cfg.video)
     result = score_frames(module.model, bank, frames, cfg.pool, cfg.difficulty, device)
     result = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path), "num_frames_read": len(frames), **result}

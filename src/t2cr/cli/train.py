@@ -17,8 +17,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from t2cr.bank import BANK_KEY, add_to_checkpoint, build_exemplar_bank
+from t2cr.cli.common import set_matmul_precision, user_errors
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
@@ -27,6 +29,7 @@ from t2cr.run import (
     build_datamodule,
     build_logger,
     build_trainer,
+    is_rank_zero,
     start_other_ranks,
     write_json,
     write_predictions_csv,
@@ -94,9 +97,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")
     try:
         return _fit_and_test(cfg, run_dir, datamodule, resolved, resume_from)
+    except SIGTERMException:
+        # SaveOnSigterm saved last.ckpt on the way out; a preempted job ends here, also inside a sweep
+        if is_rank_zero():
+            print(f"stopped by SIGTERM; {run_dir / 'checkpoints' / 'last.ckpt'} holds the run: continue with "
+                  f"resume=true hydra.run.dir={run_dir}")
+            sys.stdout.flush()
     finally:
         if ranks is not None:
             ranks.finish()
+    raise SystemExit(0)  # reached only after a SIGTERM
+
+
+def run_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What the checkpoint keeps so that t2cr-eval / -score / -explain score as this run did."""
+    return {"data": resolved["data"], "seed": resolved["seed"],
+            "matmul_precision": resolved["trainer"]["matmul_precision"]}
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str, Any],
@@ -104,7 +120,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     logger = build_logger(cfg, run_dir, f"{cfg.name}-{run_dir.name}")
     callbacks, last_checkpoint, best_checkpoint = build_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, logger, callbacks, run_dir)
-    module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"], resolved.get("runtime"))
+    module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"], resolved.get("runtime"),
+                        run=run_settings(resolved))
     module.group_names = list(datamodule.groups)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -185,8 +202,9 @@ def _print_summary(run_dir: Path, results: dict[str, Any]) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    torch.set_float32_matmul_precision("high")
-    results = train(cfg)
+    with user_errors("train"):
+        set_matmul_precision(cfg.trainer.matmul_precision)
+        results = train(cfg)
     return results.get("test/spearman")
 
 

@@ -62,6 +62,9 @@ class T2CRConfig:
     regressor_hidden: int = 256
     regressor_mid: int = 64
     direct_regression: bool = True  # +DR of Table 5
+    # Eq. 1-2: one regressor R(.|W) gives the direct and the difference score (as the reference code);
+    # false gives the direct score a head of its own
+    shared_regressor: bool = True
     action_classifier: bool = True  # +Action Type of Table 5
     num_action_types: int = 0  # from the data; needed when action_classifier is on
     two_path: bool = True  # +Two-pathway of Table 5
@@ -156,9 +159,10 @@ class T2CR(nn.Module):
         else:
             raise ValueError(f"unknown model.decoder.kind {config.decoder.kind!r}; "
                              "expected 'transformer' or 'subtract'")
-        self.difference_regressor = ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+        self.regressor = ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+        # a separate direct head only on request (Eq. 1-2 share R); the shared one is never registered twice
         self.direct_regressor = (ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
-                                 if config.direct_regression else None)
+                                 if config.direct_regression and not config.shared_regressor else None)
         self.classifier = (ActionClassifier(d, config.num_action_types) if config.action_classifier else None)
 
     # ----------------------------------------------------------------------------------- backbone
@@ -221,13 +225,18 @@ class T2CR(nn.Module):
                 raise ValueError("the two-path model needs auxiliary clip features")
             aux_tokens = self.attention(self.expansion(aux_features))
             tokens = self.fusion(base_tokens, aux_tokens)
-        direct = self.direct_regressor(base_tokens) if self.direct_regressor is not None else None
+        direct = self.direct_score(base_tokens) if self.config.direct_regression else None
         logits = self.classifier(base_tokens) if self.classifier is not None else None
         return VideoEncoding(base_tokens, aux_tokens, tokens, direct, logits)
 
     def difference(self, query_tokens: torch.Tensor, exemplar_tokens: torch.Tensor) -> torch.Tensor:
         """Difference score (Eq. 5-6) of query tokens (B, L, d) against exemplar tokens (B, L', d)."""
-        return self.difference_regressor(self.contrast(query_tokens, exemplar_tokens))
+        return self.regressor(self.contrast(query_tokens, exemplar_tokens))
+
+    def direct_score(self, base_tokens: torch.Tensor) -> torch.Tensor:
+        """Direct score (Eq. 1) of base-path tokens (V, M, d)."""
+        head = self.direct_regressor if self.direct_regressor is not None else self.regressor
+        return head(base_tokens)
 
     def self_difference(self, encoding: VideoEncoding) -> torch.Tensor | None:
         """Self-difference (Eq. 14): a video's base path against its auxiliary path."""
@@ -236,9 +245,9 @@ class T2CR(nn.Module):
         return self.difference(encoding.base_tokens, encoding.aux_tokens)
 
     # ----------------------------------------------------------------------------------- forward
-    def forward(self, query: torch.Tensor, exemplar: torch.Tensor) -> PairOutput:
+    def forward(self, query: torch.Tensor, exemplar: torch.Tensor, self_difference: bool = True) -> PairOutput:
         """Query and exemplar videos (B, 3, T, H, W), or their stored clip features (B, M + N, F),
-        -> everything the losses need."""
+        -> everything the losses need (the self-differences only when `self_difference`)."""
         if query.shape != exemplar.shape:
             raise ValueError(f"query {tuple(query.shape)} and exemplar {tuple(exemplar.shape)} differ in shape")
         base, aux = self.clip_features(torch.cat([query, exemplar]))
@@ -246,10 +255,11 @@ class T2CR(nn.Module):
         split = (lambda t: None if t is None else (t[:b], t[b:]))
         base_q, base_e = split(base)
         aux_q, aux_e = split(aux) if aux is not None else (None, None)
-        return self.forward_features(base_q, aux_q, base_e, aux_e)
+        return self.forward_features(base_q, aux_q, base_e, aux_e, self_difference)
 
     def forward_features(self, query_base: torch.Tensor, query_aux: torch.Tensor | None,
-                         exemplar_base: torch.Tensor, exemplar_aux: torch.Tensor | None) -> PairOutput:
+                         exemplar_base: torch.Tensor, exemplar_aux: torch.Tensor | None,
+                         self_difference: bool = True) -> PairOutput:
         """The pair forward from clip features (B, M, F) / (B, N, F)."""
         b = query_base.shape[0]
         both_aux = None if query_aux is None else torch.cat([query_aux, exemplar_aux])
@@ -258,7 +268,7 @@ class T2CR(nn.Module):
         # both directions in one decoder call: Q attends to E, and E to Q
         deltas = self.difference(torch.cat([query.tokens, exemplar.tokens]),
                                  torch.cat([exemplar.tokens, query.tokens]))
-        self_delta = self.self_difference(encoding)
+        self_delta = self.self_difference(encoding) if self_difference else None
         return PairOutput(
             query=query, exemplar=exemplar, delta=deltas[:b], delta_reverse=deltas[b:],
             self_delta_query=None if self_delta is None else self_delta[:b],

@@ -1,0 +1,116 @@
+"""What makes a step on P processes the step on one process with the same global batch.
+
+Two things couple the samples of a batch in T2CR: NT-Xent* (its negatives are the other videos of the
+batch) and the BatchNorm layers that train. Both see the global batch here:
+
+* :func:`gather_batch` concatenates a tensor over the processes with gradients, so a loss computed on
+  the local rows against the gathered ones back-propagates into every process's own inputs.
+* :class:`GlobalBatchNorm` is a Lightning ``LayerSync`` plugin that makes every BatchNorm layer normalise
+  with the statistics of the global batch while training under DDP. Torch's ``SyncBatchNorm`` refuses
+  CPU tensors, so gloo runs (tests, debugging) could not be the experiment they stand for; this one works
+  on every device and keeps each layer's class (``isinstance(m, nn.BatchNorm3d)`` still holds, which
+  I3D's ``freeze_bn`` relies on) and its state-dict keys.
+
+Everything else of the loss is a mean over the local batch: DDP's gradient average makes it the mean
+over the global batch, as long as every process holds as many samples (the training sampler pads).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_autograd
+from pytorch_lightning.plugins import LayerSync
+from torch import Tensor, nn
+
+__all__ = ["GlobalBatchNorm", "gather_batch", "world_size"]
+
+
+def world_size() -> int:
+    """Processes of the default group; 1 outside a distributed run."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def gather_batch(local: Tensor) -> tuple[Tensor, int]:
+    """`local` (b, ...) of every process concatenated in rank order (P * b, ...), with gradients, and the
+    row where this process's own rows start. Outside DDP: (local, 0)."""
+    if world_size() == 1:
+        return local, 0
+    parts = dist_autograd.all_gather(local.contiguous())
+    return torch.cat(parts), dist.get_rank() * local.shape[0]
+
+
+def _global_sum(value: Tensor) -> Tensor:
+    """Sum over the processes; the gradient of each input is the sum of every process's gradient."""
+    return dist_autograd.all_reduce(value, op=dist.ReduceOp.SUM)
+
+
+class _GlobalStatistics:
+    """Mixed into a BatchNorm class: batch statistics over all processes while training under DDP."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and world_size() > 1):
+            return super().forward(input)  # type: ignore[misc]
+        self._check_input_dim(input)  # type: ignore[attr-defined]
+        x = input if input.dtype == torch.float64 else input.float()  # statistics in fp32 at least
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        local_count = x.numel() // x.shape[1]
+        # two passes (mean, then the centred squares) instead of E[x^2] - E[x]^2: no cancellation
+        sums = _global_sum(torch.cat([x.sum(dims), x.new_tensor([float(local_count)])]))
+        count = sums[-1]
+        mean = sums[:-1] / count
+        centred = x - mean.view(shape)
+        var = _global_sum(centred.pow(2).sum(dims)) / count
+        if self.track_running_stats:  # type: ignore[attr-defined]
+            self._update_running_stats(mean.detach(), var.detach(), count.detach())
+        out = centred * torch.rsqrt(var + self.eps).view(shape)  # type: ignore[attr-defined]
+        if self.affine:  # type: ignore[attr-defined]
+            out = out * self.weight.view(shape) + self.bias.view(shape)  # type: ignore[attr-defined]
+        return out.to(input.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        self.num_batches_tracked.add_(1)  # type: ignore[attr-defined]
+        momentum = self.momentum  # type: ignore[attr-defined]
+        factor = 1.0 / float(self.num_batches_tracked) if momentum is None else momentum  # type: ignore[attr-defined]
+        unbiased = var * count / (count - 1).clamp_min(1)
+        self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)  # type: ignore[attr-defined]
+        self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)  # type: ignore[attr-defined]
+
+
+class GlobalBatchNorm1d(_GlobalStatistics, nn.BatchNorm1d):
+    pass
+
+
+class GlobalBatchNorm2d(_GlobalStatistics, nn.BatchNorm2d):
+    pass
+
+
+class GlobalBatchNorm3d(_GlobalStatistics, nn.BatchNorm3d):
+    pass
+
+
+_GLOBAL = {nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm3d: GlobalBatchNorm3d}
+_LOCAL = {v: k for k, v in _GLOBAL.items()}
+
+
+class GlobalBatchNorm(LayerSync):
+    """Lightning plugin: BatchNorm layers normalise over the global batch under DDP (any device).
+
+    The layers change class in place (a subclass of their own), so parameters, buffers, state-dict keys and
+    `isinstance` checks stay as they were. Single-process runs are unaffected."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            if type(module) in _GLOBAL:
+                module.__class__ = _GLOBAL[type(module)]
+        return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            if type(module) in _LOCAL:
+                module.__class__ = _LOCAL[type(module)]
+        return model
