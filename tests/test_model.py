@@ -206,3 +206,21 @@ def test_vote_mask_ignores_padding():
         masked = model.vote(q, tokens, scores, torch.tensor([[True, True, False]]))
         first_two = model.vote(q, tokens[:, :2], scores[:, :2])
     torch.testing.assert_close(masked.contrastive, first_two.contrastive)
+
+
+def test_one_regressor_gives_the_direct_and_the_difference_score():
+    """Eq. 1-2: R(.|W) is shared; `shared_regressor=false` gives the direct score its own head."""
+    from helpers import tiny_model
+
+    shared = tiny_model()
+    assert shared.direct_regressor is None
+    tokens = torch.randn(2, 10, shared.config.latent_dim)
+    torch.testing.assert_close(shared.direct_score(tokens), shared.regressor(tokens))
+    shared.direct_score(tokens).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in shared.regressor.parameters())
+
+    separate = tiny_model(shared_regressor=False)
+    assert separate.direct_regressor is not None
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(separate) - count(shared) == count(separate.direct_regressor)
+    torch.testing.assert_close(separate.direct_score(tokens), separate.direct_regressor(tokens))
