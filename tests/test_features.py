@@ -241,6 +241,20 @@ def test_loader_batches_carry_uint8_frames_until_the_device(tiny_synthetic):
     assert "query_frames" not in finished
 
 
+def test_crop_draws_and_evaluation_metadata_stay_on_the_host(tiny_synthetic):
+    """Only what the model reads goes to the device: reading crop offsets or sample indices from device
+    tensors would make the host wait for the accelerator at every batch."""
+    datamodule = PairDataModule(_data(tiny_synthetic))
+    meta = torch.device("meta")  # a device that is not the host, on any machine
+    for batch in (next(iter(datamodule.train_dataloader())), next(iter(datamodule.test_dataloader()))):
+        moved = datamodule.transfer_batch_to_device(batch, meta, 0)
+        host = {k for k in moved if k in PairDataModule.HOST_KEYS or k.endswith(("_offsets", "_flip"))}
+        assert host and all(moved[k].device.type == "cpu" for k in host), host
+        assert all(v.device == meta for k, v in moved.items() if k not in host and isinstance(v, torch.Tensor))
+        finished = datamodule.on_after_batch_transfer(moved, 0)
+        assert finished["query"].device == meta and finished["query"].dtype == torch.float32
+
+
 def test_cpu_training_finishes_frames_in_the_loader_workers(tiny_synthetic):
     raw_data = PairDataModule(_data(tiny_synthetic))
     raw = raw_data.finish_batch(next(iter(raw_data.test_dataloader())))

@@ -292,3 +292,36 @@ def test_random_init_gives_features_that_tell_videos_apart():
         features = model(torch.randn(4, 3, 8, 56, 56))
     magnitude, spread = features.abs().mean().item(), features.std(0).mean().item()
     assert magnitude > 0.1 and spread > 0.01 * magnitude
+
+
+def _aten_ops_of_a_backward(module: torch.nn.Module, clips: torch.Tensor) -> set[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record() as record:
+        module(clips).sum().backward()
+    return record.names
+
+
+# torch.use_deterministic_algorithms(True) (trainer.deterministic=true) raises on these backward ops on CUDA
+CUDA_NONDETERMINISTIC = {"adaptive_avg_pool3d", "_adaptive_avg_pool3d", "avg_pool3d", "adaptive_avg_pool2d",
+                         "_adaptive_avg_pool2d", "adaptive_max_pool2d", "fractional_max_pool3d"}
+
+
+@pytest.mark.parametrize("name", ["i3d", "tiny"])
+def test_backbone_training_uses_no_op_that_deterministic_cuda_refuses(name):
+    from t2cr.models.backbones import BackboneConfig, build_backbone
+
+    backbone = build_backbone(BackboneConfig(name=name, random_init=True, freeze_bn=True,
+                                             feature_dim=1024 if name == "i3d" else 64)).train()
+    ops = _aten_ops_of_a_backward(backbone, torch.randn(2, 3, 8, 32, 32))
+    assert "convolution_backward" in ops  # the recorder sees the backward
+    assert not ops & CUDA_NONDETERMINISTIC, sorted(ops & CUDA_NONDETERMINISTIC)

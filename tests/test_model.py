@@ -224,3 +224,25 @@ def test_one_regressor_gives_the_direct_and_the_difference_score():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(separate) - count(shared) == count(separate.direct_regressor)
     torch.testing.assert_close(separate.direct_score(tokens), separate.direct_regressor(tokens))
+
+
+def test_heads_and_scores_stay_fp32_under_bf16_autocast():
+    """bf16-mixed runs only the backbone in bf16: a bf16 regressor output would round 25.3 to 25.25."""
+    from helpers import tiny_model
+
+    model = tiny_model().eval()
+    features = torch.randn(3, model.num_clips, model.config.backbone.feature_dim) * 5
+    scores = torch.tensor([[25.3, 30.1], [41.7, 12.2], [7.9, 66.6]])
+    with torch.no_grad():
+        plain = model.encode(*model.clip_features(features))
+        plain_vote = model.vote(plain, plain.tokens[[1, 2, 0, 2, 0, 1]].reshape(3, 2, *plain.tokens.shape[1:]), scores)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.encode(*model.clip_features(features))
+            mixed_vote = model.vote(mixed, mixed.tokens[[1, 2, 0, 2, 0, 1]].reshape(3, 2, *mixed.tokens.shape[1:]),
+                                    scores)
+            pair = model(torch.randn(2, 3, 103, 16, 16), torch.randn(2, 3, 103, 16, 16))
+    for name in ("tokens", "direct", "logits"):
+        assert getattr(mixed, name).dtype == torch.float32, name
+        assert torch.equal(getattr(mixed, name), getattr(plain, name)), name
+    assert mixed_vote.score.dtype == torch.float32 and torch.equal(mixed_vote.score, plain_vote.score)
+    assert pair.delta.dtype == pair.query.direct.dtype == torch.float32

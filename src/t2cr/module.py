@@ -231,13 +231,14 @@ class T2CRModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        check_finite(terms, self.global_step)
-        # the logged values are the global batch's (the mean over processes, one collective for all terms)
+        # the global batch's values (the mean over processes, one collective for all terms): logged, and
+        # checked once per step, so that a non-finite term on any process stops every process at this step
         names = list(terms)
         values = torch.stack([terms[name].detach().float() for name in names])
         if world_size() > 1:
             dist.all_reduce(values)
             values = values / world_size()
+        check_finite(dict(zip(names, values)), self.global_step)
         size = batch["query_score"].shape[0] * world_size()
         for name, value in zip(names, values):
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size,
@@ -276,17 +277,16 @@ class T2CRModule(pl.LightningModule):
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
         vote = self.predict_votes(batch)
-        scale = batch["scale"].to(vote.score.dtype)
-        for i in range(vote.score.shape[0]):
-            self._outputs[split].append({
-                "index": int(batch["index"][i]),
-                "true": float(batch["true_score"][i]),
-                "pred": float(vote.score[i] * scale[i]),
-                "direct": float(vote.direct[i] * scale[i]) if vote.direct is not None else float("nan"),
-                "contrastive": float(vote.contrastive[i] * scale[i]),
-                "scale": float(scale[i]),
-                "group": int(batch["group"][i]) if "group" in batch else -1,
-            })
+        direct = vote.direct if vote.direct is not None else torch.full_like(vote.score, float("nan"))
+        # one transfer to the host per batch (the metadata never left it: PairDataModule.HOST_KEYS)
+        outputs = torch.stack([vote.score, direct, vote.contrastive]).detach().to("cpu", torch.float64)
+        scale = batch["scale"].to("cpu", torch.float64)
+        score, direct, contrastive = (outputs * scale).tolist()
+        groups = batch["group"].tolist() if "group" in batch else [-1] * len(score)
+        for i, (index, true) in enumerate(zip(batch["index"].tolist(), batch["true_score"].tolist())):
+            self._outputs[split].append({"index": int(index), "true": float(true), "pred": score[i],
+                                         "direct": direct[i], "contrastive": contrastive[i],
+                                         "scale": float(scale[i]), "group": int(groups[i])})
 
     def on_validation_epoch_start(self) -> None:
         self._compute_evaluation_features("val")

@@ -24,6 +24,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    """Raise NonFiniteLossError if a term is NaN or infinite: one host synchronisation for all terms."""
+    values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+    if bool(torch.isfinite(values).all()):
+        return
     bad = {name: float(value) for name, value in terms.items() if not torch.isfinite(value).all()}
     if bad:
         values = ", ".join(f"{name}={float(value):.6g}" for name, value in terms.items())

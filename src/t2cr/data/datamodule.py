@@ -414,6 +414,16 @@ class PairDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer is not None and trainer.strategy.root_device.type == "cpu"
 
+    # evaluation metadata and crop/flip draws stay on the host: they are read there (as Python numbers),
+    # and reading device tensors would make the host wait for the accelerator at every batch
+    HOST_KEYS = ("index", "true_score", "scale", "group")
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        host = {k: batch.pop(k) for k in list(batch) if k in self.HOST_KEYS or k.endswith(("_offsets", "_flip"))}
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        batch.update(host)
+        return batch
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # crops, flips and normalisation run on the accelerator, batched, after a uint8 transfer
         return self.finish_batch(batch)

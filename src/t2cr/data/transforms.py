@@ -71,6 +71,7 @@ class VideoTransform:
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)  # per channel of a (3, T, H, W) video
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
         self._scale = (1.0 / (255.0 * self.std)).reshape(3).tolist()
+        self._minus_shift: dict[torch.device, tuple[torch.Tensor, ...]] = {}  # per device: no copy per batch
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> uint8 (T, resize_h, resize_w, 3); no copy when already at size."""
@@ -94,12 +95,15 @@ class VideoTransform:
         """
         lead = frames.shape[:-4]
         frames = frames.reshape(-1, *frames.shape[-4:])
+        # host tensors (PairDataModule.transfer_batch_to_device keeps them there): no wait for the device
         offsets, flips = offsets.reshape(-1, 2).tolist(), flips.reshape(-1).tolist()
         (ch, cw), (v, t) = self.crop, frames.shape[:2]
         if out is None:
             out = torch.empty(*lead, 3, t, ch, cw, device=frames.device)
         video = out.view(v, 3, t, ch, cw)
-        minus_shift = (-(self.mean / self.std)).reshape(3).to(frames.device).unbind(0)
+        if frames.device not in self._minus_shift:
+            self._minus_shift[frames.device] = (-(self.mean / self.std)).reshape(3).to(frames.device).unbind(0)
+        minus_shift = self._minus_shift[frames.device]
         for i, ((top, left), flip) in enumerate(zip(offsets, flips)):
             crop = frames[i, :, top:top + ch, left:left + cw]
             crop = crop.flip(-2) if flip else crop

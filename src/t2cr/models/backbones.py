@@ -39,13 +39,13 @@ class TinyVideoBackbone(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv3d(width, 2 * width, kernel_size=3, stride=2, padding=1), nn.BatchNorm3d(2 * width),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool3d(1),
         )
         # ReLU keeps the features non-negative like I3D's pooled activations
         self.project = nn.Sequential(nn.Linear(2 * width, feature_dim), nn.ReLU(inplace=True))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.project(self.features(clips).flatten(1))
+        # global average pooling as a plain mean: no pooling op whose CUDA backward deterministic mode refuses
+        return self.project(self.features(clips).mean(dim=(2, 3, 4)))
 
 
 def build_backbone(config: BackboneConfig) -> nn.Module:

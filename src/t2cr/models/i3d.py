@@ -269,7 +269,9 @@ class I3D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> ``(N, 1024)``: mixed_5c globally average-pooled (any clip size)."""
-        feats = F.adaptive_avg_pool3d(self.feature_map(x), 1).flatten(1)
+        # a plain mean: pooling ops' CUDA backward (avg_pool3d, adaptive pooling to sizes > 1) raises under
+        # torch.use_deterministic_algorithms (trainer.deterministic=true); tests/test_i3d.py records the ops
+        feats = self.feature_map(x).mean(dim=(2, 3, 4))
         return self.dropout(feats)
 
     def logits(self, x: Tensor) -> Tensor:

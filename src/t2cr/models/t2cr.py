@@ -8,7 +8,10 @@ Every ablation of Tables 5, 8, 9, 10, 11 is a field of `T2CRConfig`.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -90,6 +93,32 @@ def build_clip_plans(config: ClipConfig, two_path: bool = True) -> tuple[ClipPla
                          f"(model.clips.aux_strategy={config.aux_strategy!r})")
     aux = aux_clip_plan(strategy, num_aux, base.starts, config.num_frames, config.clip_length)
     return base, aux
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _fp32(value: Any) -> Any:
+    """Half and bfloat16 tensors as float32; anything else as it is (float64 stays float64)."""
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
+
+
+def heads_in_fp32(method: _Method) -> _Method:
+    """Run a method of the heads in fp32 with autocast off.
+
+    Under bf16-mixed only the backbone gains from bf16; a score regressed in bf16 keeps 8 bits of
+    mantissa (25.3 comes out as 25.25), which would make the results depend on the hardware."""
+
+    @functools.wraps(method)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        tensor = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        device_type = tensor.device.type if tensor is not None else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return method(self, *map(_fp32, args), **{k: _fp32(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -216,6 +245,7 @@ class T2CR(nn.Module):
         return self.backbone(clips).reshape(v, num_clips, -1)
 
     # ------------------------------------------------------------------------------------- heads
+    @heads_in_fp32
     def encode(self, base_features: torch.Tensor, aux_features: torch.Tensor | None = None) -> VideoEncoding:
         """Clip features of V videos -> their tokens, direct score and action-type logits."""
         base_tokens = self.attention(base_features)
@@ -229,6 +259,7 @@ class T2CR(nn.Module):
         logits = self.classifier(base_tokens) if self.classifier is not None else None
         return VideoEncoding(base_tokens, aux_tokens, tokens, direct, logits)
 
+    @heads_in_fp32
     def difference(self, query_tokens: torch.Tensor, exemplar_tokens: torch.Tensor) -> torch.Tensor:
         """Difference score (Eq. 5-6) of query tokens (B, L, d) against exemplar tokens (B, L', d)."""
         return self.regressor(self.contrast(query_tokens, exemplar_tokens))
@@ -276,6 +307,7 @@ class T2CR(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------ voting
+    @heads_in_fp32
     def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor, exemplar_scores: torch.Tensor,
              exemplar_mask: torch.Tensor | None = None) -> VoteOutput:
         """K-exemplar voting (Eq. 11) and the final score (Eq. 3).
