@@ -37,7 +37,8 @@ def compose_train(overrides: list[str]) -> dict:
 def checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
     """An untrained tiny model saved as t2cr-train saves it, with the run settings of the tiny synthetic data
     (K = 3, 16 frames, 28 x 28 crops), seed 3, matmul precision `high`, and an exemplar bank."""
-    overrides = [*tiny_overrides(tiny_synthetic), f"seed={TRAINED_SEED}", "trainer.matmul_precision=high"]
+    overrides = [*tiny_overrides(tiny_synthetic), f"seed={TRAINED_SEED}", "trainer.matmul_precision=high",
+                 "trainer.precision=bf16-mixed"]
     resolved = compose_train(overrides)
     resolved["model"]["action_classifier"] = False  # the training CLI decides it from the data
     module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"], resolved["runtime"],
@@ -75,7 +76,7 @@ def outputs(run_dir: Path) -> tuple[dict, dict]:
 
 def test_the_checkpoint_keeps_its_run_settings(checkpoint, tiny_synthetic):
     run = T2CRModule.from_checkpoint(str(checkpoint)).run_settings
-    assert run["seed"] == TRAINED_SEED and run["matmul_precision"] == "high"
+    assert run["seed"] == TRAINED_SEED and run["matmul_precision"] == "high" and run["precision"] == "bf16-mixed"
     assert run["data"]["voting_exemplars"] == 3 and run["data"]["num_frames"] == 16
     assert run["data"]["root"] == f"{tiny_synthetic}/frames" and run["data"]["seed"] == TRAINED_SEED
 
@@ -89,6 +90,7 @@ def test_eval_without_data_overrides_uses_the_checkpoints_settings(checkpoint, t
     assert metrics["test/num_samples"] == 7  # the tiny data set's test split, not eval.yaml's default data
     assert config["data"] == saved["data"] and config["seed"] == TRAINED_SEED
     assert config["trainer"]["matmul_precision"] == "high"
+    assert config["trainer"]["precision"] == "bf16-mixed"  # the features the run's own evaluation computed
 
 
 def test_k_and_seed_overrides_are_applied_and_reported(checkpoint, tiny_synthetic, tmp_path, monkeypatch, capsys):
@@ -185,3 +187,29 @@ def test_an_explicit_matmul_precision_is_a_deviation():
     settings = settings_for(["trainer.matmul_precision=high"])
     assert settings.matmul_precision == "high"
     assert settings.deviations == {"trainer.matmul_precision": {"trained": "highest", "used": "high"}}
+
+
+def test_score_computes_under_the_runs_precision(checkpoint, tmp_path, monkeypatch):
+    """The bank's features were computed under the run's precision (bf16-mixed here): the query's are too."""
+    from PIL import Image
+
+    from t2cr.bank import score_frames
+    from t2cr.cli.common import precision_context
+    from t2cr.data.frames import read_any_video
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(16):
+        Image.new("RGB", (40, 30), (i * 13, 90, 160 - i * 5)).save(frames / f"{i:04d}.jpg")
+    module = T2CRModule.from_checkpoint(str(checkpoint))
+    pool = sorted(module.exemplar_bank["pools"])[0] if "pools" in module.exemplar_bank else None
+    args = [f"ckpt_path={checkpoint}", f"video={frames}", f"output={tmp_path / 'score.json'}"]
+    if pool is not None:
+        args.append(f"pool={pool}")
+    assert run_command("score", args, monkeypatch, tmp_path) == 0
+    scored = json.loads((tmp_path / "score.json").read_text())
+    video = read_any_video(str(frames))
+    with precision_context("bf16-mixed", "cpu"):
+        mixed = score_frames(module.model, module.exemplar_bank, video, pool, None, "cpu")
+    full = score_frames(module.model, module.exemplar_bank, video, pool, None, "cpu")
+    assert scored["score"] == mixed["score"] and scored["score"] != full["score"]

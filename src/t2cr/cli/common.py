@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
@@ -40,3 +41,13 @@ def set_matmul_precision(value: str) -> None:
         raise UserError(f"trainer.matmul_precision={value!r} is not one of {', '.join(MATMUL_PRECISIONS)} "
                         "(highest: exact fp32 as the paper; high: TF32 matmuls on Ampere+ GPUs, faster)")
     torch.set_float32_matmul_precision(value)
+
+
+def precision_context(precision: str, device: str | torch.device) -> AbstractContextManager[object]:
+    """Autocast as a run with `trainer.precision=<precision>` computes (bf16-mixed, 16-mixed); nothing for
+    full precision. Lightning's own plugin, so that scoring computes what the in-training evaluation did."""
+    if not str(precision).endswith("-mixed"):
+        return contextlib.nullcontext()
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    return MixedPrecision(str(precision), torch.device(device).type).forward_context()

@@ -38,6 +38,7 @@ class RunSettings:
     data: dict[str, Any]
     seed: Any
     matmul_precision: str
+    precision: str
     deviations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -52,7 +53,8 @@ def effective_settings(run: dict[str, Any], composed: dict[str, Any], overrides:
     saved = run["data"]
     data = copy.deepcopy(saved)
     composed_data = composed.get("data") or {}
-    settings = RunSettings(data, run.get("seed", saved.get("seed")), run.get("matmul_precision", "highest"))
+    settings = RunSettings(data, run.get("seed", saved.get("seed")), run.get("matmul_precision", "highest"),
+                           run.get("precision", "32-true"))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key, typed = override.key_or_group, override.input_line
         if key in groups:
@@ -61,9 +63,10 @@ def effective_settings(run: dict[str, Any], composed: dict[str, Any], overrides:
             _deviate(settings, "seed", saved.get("seed"), composed_data.get("seed"))
             data["seed"] = composed_data.get("seed")
             settings.seed = composed.get("seed")
-        elif key == "trainer.matmul_precision":
-            _deviate(settings, key, settings.matmul_precision, composed["trainer"]["matmul_precision"])
-            settings.matmul_precision = composed["trainer"]["matmul_precision"]
+        elif key in ("trainer.matmul_precision", "trainer.precision"):
+            name = key.removeprefix("trainer.")
+            _deviate(settings, key, getattr(settings, name), composed["trainer"][name])
+            setattr(settings, name, composed["trainer"][name])
         elif key.startswith("data."):
             path = key.removeprefix("data.")
             used, trained = _get(composed_data, path), _get(saved, path)
@@ -143,7 +146,7 @@ def _show(value: Any) -> str:
 
 
 def apply_run_settings(cfg: DictConfig, run: dict[str, Any] | None, command: str, ckpt: str) -> dict[str, Any] | None:
-    """Replace cfg.data (and cfg.seed, cfg.trainer.matmul_precision where present) by the checkpoint's settings
+    """Replace cfg.data (and cfg.seed, cfg.trainer.matmul_precision and .precision where present) by the checkpoint's settings
     with the command line's allowed overrides. Returns the deviations ({} when none), or None for a checkpoint
     that carries no run settings: then the command line's data settings are used, with a warning."""
     if run is None:
@@ -163,6 +166,7 @@ def apply_run_settings(cfg: DictConfig, run: dict[str, Any] | None, command: str
         cfg.seed = settings.seed
         if "trainer" in cfg:
             cfg.trainer.matmul_precision = settings.matmul_precision
+            cfg.trainer.precision = settings.precision  # bf16-mixed features differ from fp32 ones
     if settings.deviations and is_rank_zero():
         shown = ", ".join(f"{k}: trained {_show(v['trained'])}, used {_show(v['used'])}"
                           for k, v in settings.deviations.items())

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from t2cr.bank import score_frames
-from t2cr.cli.common import set_matmul_precision
+from t2cr.cli.common import precision_context, set_matmul_precision
 from t2cr.data.frames import read_any_video
 from t2cr.module import T2CRModule
 from t2cr.run import CONF_DIR
@@ -35,7 +35,8 @@ def score(cfg: DictConfig) -> dict:
                          "t2cr-train writes at the end of training")
     set_matmul_precision((module.run_settings or {}).get("matmul_precision", "highest"))
     frames = read_any_video(cfg.video)
-    result = score_frames(module.model, bank, frames, cfg.pool, cfg.difficulty, device)
+    with precision_context((module.run_settings or {}).get("precision", "32-true"), device):
+        result = score_frames(module.model, bank, frames, cfg.pool, cfg.difficulty, device)
     result = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path), "num_frames_read": len(frames), **result}
     text = json.dumps(result, indent=2)
     print(text)

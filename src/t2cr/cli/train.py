@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def run_settings(resolved: dict[str, Any]) -> dict[str, Any]:
     """What the checkpoint keeps so that t2cr-eval / -score / -explain score as this run did."""
     return {"data": resolved["data"], "seed": resolved["seed"],
-            "matmul_precision": resolved["trainer"]["matmul_precision"]}
+            "matmul_precision": resolved["trainer"]["matmul_precision"], "precision": resolved["trainer"]["precision"]}
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str, Any],
@@ -131,8 +131,10 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     last_path = Path(last_checkpoint.last_model_path) if last_checkpoint.last_model_path else None
     bank_k, seed = datamodule.config.voting_exemplars, cfg.seed
     if trainer.is_global_zero and last_path and last_path.is_file():
-        add_to_checkpoint(last_path, BANK_KEY, build_exemplar_bank(module.model, datamodule, bank_k, seed,
-                                                                   module.device))
+        # under the run's precision: the bank's features are then those the in-training evaluation computed
+        with trainer.precision_plugin.forward_context():
+            bank = build_exemplar_bank(module.model, datamodule, bank_k, seed, module.device)
+        add_to_checkpoint(last_path, BANK_KEY, bank)
     trainer.strategy.barrier()
 
     best_rows: list[dict[str, float]] = []
@@ -142,8 +144,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
         results.update({f"best/{k}": v for k, v in module.metrics.get("test", {}).items()})
         best_rows = module.predictions.get("test", [])
         if trainer.is_global_zero:
-            add_to_checkpoint(best_path, BANK_KEY, build_exemplar_bank(module.model, datamodule, bank_k, seed,
-                                                                       module.device))
+            with trainer.precision_plugin.forward_context():
+                bank = build_exemplar_bank(module.model, datamodule, bank_k, seed, module.device)
+            add_to_checkpoint(best_path, BANK_KEY, bank)
         trainer.strategy.barrier()
 
     if not trainer.is_global_zero:
