@@ -69,7 +69,9 @@ from t2cr.models.t2cr import ClipConfig, T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig, RuntimeConfig, T2CRModule
 from t2cr.run import CONF_DIR
 
-TOLERANCE = 1e-4  # final scores are fp32 throughout; the three methods differ only in batching
+# relative to the largest |prediction|: final scores are fp32 throughout and the three methods differ only in
+# batching; cuDNN's choice of algorithm per batch shape changes fp32 results at about 1e-6 relative, never 1e-4
+TOLERANCE = 1e-4
 DDP_WORLDS = (2, 8)
 DATASET = "MTL-AQA"
 
@@ -238,9 +240,10 @@ def trainer_predictions(module: T2CRModule, datamodule: PairDataModule, device: 
 
 
 def max_difference(a: dict[int, float], b: dict[int, float]) -> float:
+    """Largest |a - b| relative to the largest |b| (at least 1): batching-dependent rounding scales with it."""
     if a.keys() != b.keys():
         return float("inf")  # not the same samples: as bad as a disagreement
-    return max(abs(a[i] - b[i]) for i in a)
+    return max(abs(a[i] - b[i]) for i in a) / max(1.0, max(abs(v) for v in b.values()))
 
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -282,7 +285,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             handle.remove()
             # every repeat runs the same; a repeat that gave other numbers counts as a disagreement
             previous = predictions.setdefault(name, got)
-            if max_difference(previous, got) > 0:
+            if max_difference(previous, got) > TOLERANCE:
                 predictions[name] = {i: float("inf") for i in got}
             runs[name]["clip_passes"] = counter.clips
     for run in runs.values():
@@ -318,7 +321,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         # spread of the predictions in the model's score space (without the difficulty factor): a small
         # difference below then means agreement, not a constant predictor
         "prediction_range": max(spread) - min(spread),
-        "max_abs_diff": {
+        "max_rel_diff": {
             "once_vs_per_batch": max_difference(predictions["ours_once"], predictions["ours_per_batch"]),
             "once_vs_reference": max_difference(predictions["ours_once"], predictions["reference"]),
             "per_batch_vs_reference": max_difference(predictions["ours_per_batch"], predictions["reference"]),
@@ -363,7 +366,7 @@ def print_report(result: dict[str, Any]) -> None:
         r = m[kind]
         print(f"  {kind.replace('_', ' ')}: reference/once {r['reference_over_once']:.2f}, reference/per batch "
               f"{r['reference_over_per_batch']:.2f}, per batch/once {r['per_batch_over_once']:.2f}")
-    print("  max |prediction difference|: " + ", ".join(f"{k} {v:.2e}" for k, v in m["max_abs_diff"].items())
+    print("  max |prediction difference| / max |prediction|: " + ", ".join(f"{k} {v:.2e}" for k, v in m["max_rel_diff"].items())
           + f" (predictions / scale span {m['prediction_range']:.3f})")
     print(f"\nratio = {result['ratio']:.2f} ({result['ratio_source']})")
 
@@ -423,7 +426,7 @@ def main() -> None:
         ratio, source = counts["ratios"]["reference_over_once"], "mtl_aqa_annotations"
     else:
         ratio, source = measured["pass_ratios"]["reference_over_once"], "measured"
-    worst = max(measured["max_abs_diff"].values())
+    worst = max(measured["max_rel_diff"].values())
     miscounted = [name for name, run in measured["runs"].items()
                   if run["clip_passes"] != run["clip_passes_expected"]]
     result = {
@@ -439,8 +442,8 @@ def main() -> None:
         print_report(result)
     failed = False
     if worst > TOLERANCE:
-        print(f"error: final predictions disagree by up to {worst:.3e} (> {TOLERANCE:g}): "
-              f"{measured['max_abs_diff']}", file=sys.stderr)
+        print(f"error: final predictions disagree by up to {worst:.3e} of the largest (> {TOLERANCE:g}): "
+              f"{measured['max_rel_diff']}", file=sys.stderr)
         failed = True
     if miscounted:
         print(f"error: clip passes counted on the backbone differ from the expected count for {miscounted}",

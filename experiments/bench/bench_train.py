@@ -4,7 +4,7 @@ One training step: forward of `--pairs` query/exemplar pairs, the five-term `T2C
 an Adam step over the paper's two parameter groups (`model.parameter_groups(1e-4, 1e-3)`). Variants:
 
   fp32           float32 weights and math (TF32 matmuls and convs on CUDA with the default
-                 --fp32-math high, which is what `t2cr.cli.train` sets)
+                 --fp32-math high; training's default is highest, trainer.matmul_precision)
   bf16           torch.autocast(bfloat16) around forward and loss, fp32 weights (Lightning "bf16-mixed")
   channels_last  `model.use_channels_last()`, in --channels-last-precision
   compile        `model.backbone.compile()` (torch.compile of the I3D), in --compile-precision; its first
@@ -391,9 +391,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels-last-precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--compile-precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--fp32-math", choices=("high", "highest"), default="high",
-                        help="float32 matmul precision: high = TF32 on CUDA (as train.py), "
+                        help="float32 matmul precision: high = TF32 on CUDA (trainer.matmul_precision=high), "
                              "highest = exact fp32")
-    parser.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning (off in training)")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning (on in training unless trainer.deterministic)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per variant before it is killed")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
