@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from t2cr.losses import soft_dtw
+from t2cr import losses
+from t2cr.losses import LossConfig, T2CRLoss, soft_dtw, soft_dtw_cuda_selfcheck
 
 SHAPES = [(1, 1), (2, 3), (3, 3), (4, 2), (3, 5)]
 GAMMAS = [0.01, 0.1, 1.0, 3.0]
@@ -109,7 +112,7 @@ def test_hard_dtw_limit(n, m):
     # For any gamma: min_A <A,D> - gamma * log|A| <= dtw_gamma <= min_A <A,D>, since the log-sum-exp
     # of |A| terms lies between the max term and the max term plus log|A|. So at gamma = 1e-3 the gap
     # to hard DTW is in [0, 1e-3 * log|A|] (about 4e-3 for 4 x 4) -- the tolerance used here, plus 1e-9
-    # for float64 rounding (the costs come from the ||x||^2 + ||y||^2 - 2 x.y expansion).
+    # for float64 rounding.
     gamma = 1e-3
     x, y = _rand(4, n, m, seed=3)
     hard = brute_hard_dtw(x, y)
@@ -161,10 +164,13 @@ def test_large_costs_small_gamma_are_stable():
     out.sum().backward()
     assert torch.all(torch.isfinite(out))
     assert torch.all(torch.isfinite(x.grad)) and torch.all(torch.isfinite(y.grad))
-    x32, y32 = x.detach().float(), y.detach().float()
+    x32, y32 = x.detach().float().requires_grad_(True), y.detach().float().requires_grad_(True)
     out32 = soft_dtw(x32, y32, 1e-3)
     assert out32.dtype == torch.float32 and torch.all(torch.isfinite(out32))
     torch.testing.assert_close(out32.double(), out.detach(), rtol=1e-4, atol=1e-2)
+    # cost / gamma ~ 1e7 exceeds fp32's exact range: the gradient is rough there, but never inf or NaN
+    out32.sum().backward()
+    assert torch.all(torch.isfinite(x32.grad)) and torch.all(torch.isfinite(y32.grad))
 
 
 def test_float32_matches_float64():
@@ -193,6 +199,103 @@ def test_under_autocast_stays_float32():
         out = soft_dtw(x, y, 0.1)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_large_common_offset_keeps_the_distances_in_float32(autocast):
+    # Features sharing a large common part (|x| ~ 1e3 per coordinate, differences ~ 1e-2): the expansion
+    # ||x||^2 + ||y||^2 - 2 x.y cancels ~6e7 down to ~1e-2 and keeps no correct digit in fp32 (its values
+    # are off by up to 0.75 of about -1.2 here, its gradient by 100 %). Summed from the differences, fp32
+    # matches a float64 run on the same fp32 numbers, values and gradients, also under CPU bf16 autocast.
+    g = torch.Generator().manual_seed(21)
+    x = (1e3 + 1e-2 * torch.randn(3, 10, 64, generator=g)).float()
+    y = (1e3 + 1e-2 * torch.randn(3, 10, 64, generator=g)).float()
+    x32, y32 = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    x64, y64 = x.double().requires_grad_(True), y.double().requires_grad_(True)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+        out32 = soft_dtw(x32, y32, 0.1)
+    out64 = soft_dtw(x64, y64, 0.1)
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out64.detach(), rtol=1e-5, atol=1e-6)
+    out32.sum().backward()
+    out64.sum().backward()
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(y32.grad.double(), y64.grad, rtol=1e-4, atol=1e-6)
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts dispatched operations that are not views (a view is metadata only; the rest are kernels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.kernels += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def test_few_operations_per_anti_diagonal():
+    # Each recursion runs three operations per anti-diagonal (n + m - 1 of them); the rest is a fixed
+    # number around it. The linear-domain loop this replaced dispatched about 750 for 10 x 10.
+    n = m = 10
+    x = torch.randn(4, n, 64, requires_grad=True)
+    y = torch.randn(4, m, 64, requires_grad=True)
+    with _CountOps() as train:
+        soft_dtw(x, y, 0.1).sum().backward()
+    assert train.kernels <= 2 * 3 * (n + m - 1) + 30, train.kernels
+    with torch.no_grad(), _CountOps() as evaluation:  # no gradient wanted: only the forward recursion
+        soft_dtw(x, y, 0.1)
+    assert evaluation.kernels <= 3 * (n + m - 1) + 15, evaluation.kernels
+
+
+def test_static_call_returns_fresh_outputs():
+    # The protocol of the CUDA graph path, run eagerly: static buffers in, clones out, so a second call of
+    # the same shape (e.g. another loss before this backward) leaves the first call's results untouched.
+    c1 = torch.nn.functional.pad(-torch.rand(2, 4, 3, dtype=torch.float64) * 10, (1, 1, 1, 1))
+    c2 = torch.nn.functional.pad(-torch.rand(2, 4, 3, dtype=torch.float64) * 10, (1, 1, 1, 1))
+    runner = losses._StaticCall(lambda c: losses._soft_dtw_recursions(c, True), (c1,), capture=False)
+    first = runner(c1)
+    second = runner(c2)
+    for got, want in zip(first, losses._soft_dtw_recursions(c1, True)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for got, want in zip(second, losses._soft_dtw_recursions(c2, True)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not torch.equal(first[0], second[0])
+
+
+def test_both_paths_in_one_call_give_the_mean_of_the_two_means(monkeypatch):
+    # T2CRLoss's alignment term: one soft_dtw call on the batch-concatenated base and auxiliary tokens,
+    # bit-for-bit the mean of the two per-path means (value and gradients).
+    g = torch.Generator().manual_seed(22)
+    tokens = {k: torch.randn(3, 10, 64, generator=g, requires_grad=True) for k in ("qb", "qa", "eb", "ea")}
+
+    def video(base: torch.Tensor, aux: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(base_tokens=base, aux_tokens=aux, direct=None, logits=None)
+
+    output = SimpleNamespace(query=video(tokens["qb"], tokens["qa"]), exemplar=video(tokens["eb"], tokens["ea"]),
+                             delta=torch.zeros(3), delta_reverse=torch.zeros(3),
+                             self_delta_query=None, self_delta_exemplar=None)
+    config = LossConfig(use_cls=False, use_self_reg=False, use_path_mse=False, use_path_ntxent=False)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return soft_dtw(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "soft_dtw", counted)
+    aln = T2CRLoss(config)(output, torch.zeros(3), torch.zeros(3))["aln"]
+    assert calls == [(6, 10, 64)]
+    grads = torch.autograd.grad(aln, list(tokens.values()))
+    two_calls = (soft_dtw(tokens["qb"], tokens["eb"]).mean() + soft_dtw(tokens["qa"], tokens["ea"]).mean()) / 2
+    assert torch.equal(aln, two_calls)
+    for got, want in zip(grads, torch.autograd.grad(two_calls, list(tokens.values()))):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_graph_path_matches_cpu():
+    assert soft_dtw_cuda_selfcheck() < 1e-10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

@@ -11,6 +11,7 @@ float32 (or float64 when given float64) and return float32/float64 tensors.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["LossConfig", "T2CRLoss", "nt_xent_star", "path_mse", "soft_dtw"]
+__all__ = ["LossConfig", "T2CRLoss", "nt_xent_star", "path_mse", "soft_dtw", "soft_dtw_cuda_selfcheck"]
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -46,14 +47,29 @@ def _no_autocast(device: torch.device):
 # Soft-DTW
 # --------------------------------------------------------------------------------------------------
 #
-# Layout: R, D and E are stored padded as (B, n + 2, m + 2) tensors and viewed flat as
+# Log domain: with c = -D / gamma, alpha[i, j] = c[i, j] + logaddexp(alpha[i-1, j-1], alpha[i-1, j],
+# alpha[i, j-1]) is log sum over the paths from (1, 1) to (i, j) of exp(-cost / gamma), so
+# R[n, m] = -gamma * alpha[n, m]. The mirrored recursion beta (paths from (i, j) to (n, m)) gives the
+# gradient dR[n, m] / dD[i, j] = exp(alpha + beta - c - alpha[n, m]) [i, j], the probability that a path
+# passes through (i, j) (forward-backward; equal to Cuturi & Blondel's E matrix). Each recursion costs
+# three elementwise operations per anti-diagonal (two binary logaddexp, one add written in place), so one
+# call dispatches about 6 (n + m) small kernels instead of about 40 (n + m) for the linear-domain form.
+#
+# Layout: alpha, beta and c are stored padded as (B, n + 2, m + 2) tensors and viewed flat as
 # (B, (n + 2) * (m + 2)). Cell (i, j) (1-based, 1 <= i <= n, 1 <= j <= m) sits at flat index
 # i * (m + 2) + j = i * (m + 1) + d with d = i + j, so one anti-diagonal is a plain strided slice
 # (step m + 1) of the flat view, and its neighbours are the same slice shifted by a constant:
 #   (i-1, j-1): -(m + 3)   (i-1, j): -(m + 2)   (i, j-1): -1
 #   (i+1, j+1): +(m + 3)   (i+1, j): +(m + 2)   (i, j+1): +1
-# Every cell of one anti-diagonal only depends on the previous (forward) or next (backward) ones,
-# so the Python loop runs n + m - 1 times, each step vectorised over batch and diagonal.
+# The padding holds -inf in alpha / beta (no path through it) except the seeds alpha[0, 0] = 0 and
+# beta[n + 1, m + 1] = 0, and 0 in c.
+#
+# On CUDA the recursions of one (B, n, m, dtype, device) shape are captured once as a CUDA graph and
+# replayed (`_StaticCall`), so a call launches about a dozen kernels; the eager loop stays the reference
+# (CPU, and CUDA with CUDA_GRAPHS = False), and `soft_dtw_cuda_selfcheck` compares the two on a GPU.
+
+CUDA_GRAPHS = True  # set False to run the eager loop on CUDA as well
+_MAX_GRAPHS = 32  # shapes beyond this many (per process) run eagerly instead of capturing more graphs
 
 
 def _diagonal_slice(d: int, n: int, m: int) -> slice:
@@ -65,112 +81,149 @@ def _diagonal_slice(d: int, n: int, m: int) -> slice:
 
 
 def _pairwise_sq_dists(x: Tensor, y: Tensor) -> Tensor:
-    """D[b, i, j] = ||x[b, i] - y[b, j]||^2, via the expansion ||x||^2 + ||y||^2 - 2 x.y (clamped >= 0)."""
-    x_sq = x.pow(2).sum(-1)
-    y_sq = y.pow(2).sum(-1)
-    d = x_sq.unsqueeze(2) + y_sq.unsqueeze(1) - 2.0 * torch.bmm(x, y.transpose(1, 2))
-    return d.clamp_min_(0.0)
+    """D[b, i, j] = ||x[b, i] - y[b, j]||^2, summed from the differences.
 
-
-def _soft_dtw_forward(dist: Tensor, gamma: float) -> Tensor:
-    """Padded accumulated-cost matrix R (B, n + 2, m + 2) of the Soft-DTW recursion.
-
-    R[0, 0] = 0, R[0, j] = R[i, 0] = +inf, R[i, j] = D[i, j] + softmin_gamma(R[i-1, j-1], R[i-1, j],
-    R[i, j-1]); the last row/column (index n + 1 / m + 1) stay +inf and are only used by the backward.
+    Not by the expansion ||x||^2 + ||y||^2 - 2 x.y: it cancels catastrophically when the features share a
+    large common part (|x| ~ 1e3 with |x - y| ~ 1e-2 leaves no correct digit in fp32), and its bmm runs in
+    TF32 on CUDA. The (B, n, m, d) difference tensor is small at T2CR's n, m ~ 10.
     """
-    b, n, m = dist.shape
-    r = torch.full((b, n + 2, m + 2), float("inf"), dtype=dist.dtype, device=dist.device)
-    r[:, 0, 0] = 0.0
-    d_pad = dist.new_zeros((b, n + 2, m + 2))
-    d_pad[:, 1 : n + 1, 1 : m + 1] = dist
-    r_flat = r.view(b, -1)
-    d_flat = d_pad.view(b, -1)
-    inv_gamma = 1.0 / gamma
-    for d in range(2, n + m + 1):
-        s = _diagonal_slice(d, n, m)
-        diag = r_flat[:, s.start - (m + 3) : s.stop - (m + 3) : s.step]
-        up = r_flat[:, s.start - (m + 2) : s.stop - (m + 2) : s.step]
-        left = r_flat[:, s.start - 1 : s.stop - 1 : s.step]
-        # softmin_gamma(a, b, c) = -gamma * log(sum exp(-v / gamma)), stabilised by the minimum. Every
-        # interior cell has at least one finite predecessor, so rmin is finite and the +inf borders
-        # contribute exp(-inf) = 0 (no inf - inf, no NaN).
-        rmin = torch.minimum(torch.minimum(diag, up), left)
-        total = (
-            torch.exp((rmin - diag) * inv_gamma)
-            + torch.exp((rmin - up) * inv_gamma)
-            + torch.exp((rmin - left) * inv_gamma)
-        )
-        r_flat[:, s] = d_flat[:, s] + rmin - gamma * torch.log(total)
-    return r
+    return (x.unsqueeze(2) - y.unsqueeze(1)).pow(2).sum(-1)
 
 
-def _soft_dtw_backward(dist: Tensor, r: Tensor, gamma: float) -> Tensor:
-    """E = dR[n, m] / dD (B, n, m) by Cuturi & Blondel's backward recursion (their Algorithm 2).
+def _sweep(grid: Tensor, neg_cost: Tensor, forward: bool) -> None:
+    """Fill the interior of ``grid`` in place: cell = neg_cost[cell] + logaddexp of its three neighbours.
 
-    E[i, j] = E[i+1, j] a + E[i, j+1] b + E[i+1, j+1] c with e.g.
-    a = exp((R[i+1, j] - R[i, j] - D[i+1, j]) / gamma). The exponents are <= 0 because
-    R[i', j'] - D[i', j'] = softmin(...) <= R[i, j] for every predecessor (i, j) of (i', j').
-    Border cells hold R = -inf (so their weight is exp(-inf) = 0) except R[n+1, m+1] = R[n, m] with
-    E[n+1, m+1] = 1 and D[n+1, m+1] = 0, which seeds E[n, m] = 1.
+    The neighbours are the predecessors (forward, anti-diagonals in increasing order) or the successors
+    (backward, decreasing order); both grids are padded (B, n + 2, m + 2) as described above.
     """
-    b, n, m = dist.shape
-    r = r.clone()
-    r[:, n + 1, :] = float("-inf")
-    r[:, :, m + 1] = float("-inf")
-    r[:, n + 1, m + 1] = r[:, n, m]
-    d_pad = dist.new_zeros((b, n + 2, m + 2))
-    d_pad[:, 1 : n + 1, 1 : m + 1] = dist
-    e = dist.new_zeros((b, n + 2, m + 2))
-    e[:, n + 1, m + 1] = 1.0
-    r_flat = r.view(b, -1)
-    d_flat = d_pad.view(b, -1)
-    e_flat = e.view(b, -1)
-    inv_gamma = 1.0 / gamma
-    for d in range(n + m, 1, -1):
+    b, n, m = grid.shape[0], grid.shape[1] - 2, grid.shape[2] - 2
+    g = grid.view(b, -1)
+    c = neg_cost.view(b, -1)
+    sign = -1 if forward else 1
+    offsets = (sign * (m + 3), sign * (m + 2), sign)
+    for d in range(2, n + m + 1) if forward else range(n + m, 1, -1):
         s = _diagonal_slice(d, n, m)
-        r_ij = r_flat[:, s]
-        total = r_ij.new_zeros(r_ij.shape)
-        for off in (m + 2, 1, m + 3):  # (i+1, j), (i, j+1), (i+1, j+1)
-            t = slice(s.start + off, s.stop + off, s.step)
-            weight = torch.exp((r_flat[:, t] - r_ij - d_flat[:, t]) * inv_gamma)
-            total = total + e_flat[:, t] * weight
-        e_flat[:, s] = total
-    return e[:, 1 : n + 1, 1 : m + 1]
+        first, second, third = (g[:, s.start + o : s.stop + o : s.step] for o in offsets)
+        # logaddexp(-inf, -inf) = -inf (no NaN); every interior cell has a finite neighbour
+        acc = torch.logaddexp(first, second)
+        torch.logaddexp(acc, third, out=acc)
+        torch.add(c[:, s], acc, out=g[:, s])
+
+
+def _soft_dtw_recursions(neg_cost: Tensor, with_grad: bool) -> tuple[Tensor, ...]:
+    """(alpha[n, m] (B,),) or (alpha[n, m], dR[n, m]/dD (B, n, m)) from the padded c = -D / gamma."""
+    n, m = neg_cost.shape[1] - 2, neg_cost.shape[2] - 2
+    alpha = torch.full_like(neg_cost, float("-inf"))
+    alpha[:, 0, 0] = 0.0
+    _sweep(alpha, neg_cost, forward=True)
+    log_z = alpha[:, n, m]
+    if not with_grad:
+        return (log_z.clone(),)  # a clone, so that the result does not keep the whole grid alive
+    beta = torch.full_like(neg_cost, float("-inf"))
+    beta[:, n + 1, m + 1] = 0.0
+    _sweep(beta, neg_cost, forward=False)
+    inner = (slice(None), slice(1, n + 1), slice(1, m + 1))
+    # alpha and beta both include c[i, j]: subtract it once. The result is a probability: clamping the log at
+    # 0 keeps rounding (|alpha| ~ cost / gamma, beyond 1e8 in fp32 at extreme costs) from overflowing exp
+    log_p = alpha[inner] + beta[inner] - neg_cost[inner] - log_z[:, None, None]
+    grad = log_p.clamp_max_(0.0).exp_()
+    return log_z.clone(), grad
+
+
+class _StaticCall:
+    """``fn`` on static input buffers; with ``capture`` the call is one replay of a captured CUDA graph.
+
+    A call copies its inputs into the buffers and returns clones of the outputs, because the next call of
+    the same shape (another loss before this backward) overwrites the static outputs. Without ``capture``
+    the same protocol runs ``fn`` eagerly, which is how CPU tests check it.
+    """
+
+    def __init__(self, fn: Callable[..., tuple[Tensor, ...]], examples: tuple[Tensor, ...],
+                 capture: bool) -> None:
+        self.fn = fn
+        self.inputs = tuple(t.clone() for t in examples)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: tuple[Tensor, ...] = ()
+        if capture:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            graph = torch.cuda.CUDAGraph()
+            # the outer stream context restores the caller's stream even when the capture fails (the graph
+            # context skips its own restore when capture_end raises)
+            with torch.cuda.stream(side):
+                fn(*self.inputs)  # warm-up outside the capture, as torch.cuda.graphs documents (lazy inits)
+                # thread_local: CUDA calls of other threads (loader pinning, NCCL watchdog) cannot abort it
+                with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                    self.outputs = fn(*self.inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = graph
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        for buffer, value in zip(self.inputs, inputs, strict=True):
+            buffer.copy_(value)
+        if self.graph is None:
+            return tuple(t.clone() for t in self.fn(*self.inputs))
+        self.graph.replay()
+        return tuple(t.clone() for t in self.outputs)
+
+
+_GRAPHS: dict[tuple, _StaticCall | None] = {}  # None: capture failed for that key, run eagerly
+
+
+def _graphed_recursions(neg_cost: Tensor, with_grad: bool) -> _StaticCall | None:
+    """The captured recursions for this shape (captured on first use), or None to run eagerly."""
+    key = (tuple(neg_cost.shape), neg_cost.dtype, neg_cost.device, with_grad)
+    if key not in _GRAPHS:
+        if len(_GRAPHS) >= _MAX_GRAPHS:
+            return None
+        try:
+            with torch.cuda.device(neg_cost.device):
+                _GRAPHS[key] = _StaticCall(lambda c: _soft_dtw_recursions(c, with_grad), (neg_cost,),
+                                           capture=True)
+        except RuntimeError as exc:  # the eager loop gives the same values; say why it is used
+            warnings.warn(f"soft_dtw: CUDA graph capture failed for shape {tuple(neg_cost.shape)}, using the "
+                          f"eager loop: {exc}", RuntimeWarning, stacklevel=2)
+            _GRAPHS[key] = None
+    return _GRAPHS[key]
+
+
+def _recursions(neg_cost: Tensor, with_grad: bool) -> tuple[Tensor, ...]:
+    if neg_cost.is_cuda and CUDA_GRAPHS and not torch.cuda.is_current_stream_capturing():
+        runner = _graphed_recursions(neg_cost, with_grad)
+        if runner is not None:
+            return runner(neg_cost)
+    return _soft_dtw_recursions(neg_cost, with_grad)
 
 
 class _SoftDTWFunction(torch.autograd.Function):
-    """Soft-DTW with squared Euclidean cost; explicit (once-differentiable) backward."""
+    """Soft-DTW with squared Euclidean cost; dR/dD comes from the forward pass (once-differentiable)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, gamma: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, y: Tensor, gamma: float, with_grad: bool) -> Tensor:  # type: ignore[override]
         dtype = _compute_dtype(x, y)
         with _no_autocast(x.device):
             xc = x.detach().to(dtype)
             yc = y.detach().to(dtype)
-            dist = _pairwise_sq_dists(xc, yc)
-            r = _soft_dtw_forward(dist, gamma)
-        n, m = dist.shape[1], dist.shape[2]
-        ctx.save_for_backward(xc, yc, dist, r)
-        ctx.gamma = gamma
+            neg_cost = F.pad(_pairwise_sq_dists(xc, yc).div_(-gamma), (1, 1, 1, 1))
+            log_z, *grad = _recursions(neg_cost, with_grad)
+            value = log_z * -gamma
+        if with_grad:
+            ctx.save_for_backward(xc, yc, grad[0])
         ctx.in_dtypes = (x.dtype, y.dtype)
-        return r[:, n, m].clone()
+        return value
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        xc, yc, dist, r = ctx.saved_tensors
+        xc, yc, grad_d = ctx.saved_tensors
         with _no_autocast(xc.device):
-            e = _soft_dtw_backward(dist, r, ctx.gamma)
-            e = e * grad_out.to(e.dtype).view(-1, 1, 1)
-            grad_x = grad_y = None
-            # D_ij = ||x_i - y_j||^2  =>  dD_ij/dx_i = 2 (x_i - y_j), dD_ij/dy_j = 2 (y_j - x_i).
-            if ctx.needs_input_grad[0]:
-                grad_x = 2.0 * (e.sum(2, keepdim=True) * xc - torch.bmm(e, yc))
-                grad_x = grad_x.to(ctx.in_dtypes[0])
-            if ctx.needs_input_grad[1]:
-                grad_y = 2.0 * (e.sum(1).unsqueeze(2) * yc - torch.bmm(e.transpose(1, 2), xc))
-                grad_y = grad_y.to(ctx.in_dtypes[1])
-        return grad_x, grad_y, None
+            # D_ij = ||x_i - y_j||^2  =>  dD_ij/dx_i = 2 (x_i - y_j) = -dD_ij/dy_j, from the differences as
+            # in the forward (no cancellation of a common offset, no TF32 bmm)
+            weight = grad_d * (2.0 * grad_out.to(grad_d.dtype)).view(-1, 1, 1)
+            per_pair = weight.unsqueeze(-1) * (xc.unsqueeze(2) - yc.unsqueeze(1))  # (B, n, m, d)
+            grad_x = per_pair.sum(2).to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None
+            grad_y = per_pair.sum(1).neg_().to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_y, None, None
 
 
 def soft_dtw(x: Tensor, y: Tensor, gamma: float = 0.1) -> Tensor:
@@ -182,10 +235,12 @@ def soft_dtw(x: Tensor, y: Tensor, gamma: float = 0.1) -> Tensor:
     ``DTW - gamma * log|A| <= dtw_gamma <= DTW``. Note that it is not zero for ``x == y`` and can be
     negative.
 
-    Computed by the recursion ``R[i, j] = D[i, j] + softmin_gamma(R[i-1, j-1], R[i-1, j], R[i, j-1])``,
-    vectorised over the batch and the anti-diagonals; the gradient uses Cuturi & Blondel's backward
-    recursion (not autograd through the loop), so memory is O(B n m) and independent of ``d``.
-    The pairwise costs use the expansion ``||x||^2 + ||y||^2 - 2 x.y`` (clamped at 0).
+    Computed by the recursion ``R[i, j] = D[i, j] + softmin_gamma(R[i-1, j-1], R[i-1, j], R[i, j-1])`` in
+    the log domain, vectorised over the batch and the anti-diagonals; the gradient is the forward-backward
+    path-occupancy matrix (equal to Cuturi & Blondel's backward recursion), computed in the forward when an
+    input requires grad, not autograd through the loop, so the saved state is O(B n m). The costs are
+    summed from the differences ``x_i - y_j`` in fp32 (fp64 for fp64 inputs), never through a matmul.
+    On CUDA the recursion of each shape runs as a captured CUDA graph (see ``CUDA_GRAPHS``).
 
     Args:
         x: (B, n, d) sequence.
@@ -216,7 +271,54 @@ def soft_dtw(x: Tensor, y: Tensor, gamma: float = 0.1) -> Tensor:
     gamma = float(gamma)
     if not gamma > 0.0:  # also rejects NaN
         raise ValueError(f"soft_dtw: gamma must be > 0, got {gamma}")
-    return _SoftDTWFunction.apply(x, y, gamma)
+    # known here, not inside forward (which always runs without grad): skip the gradient work in evaluation
+    with_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    return _SoftDTWFunction.apply(x, y, gamma, with_grad)
+
+
+def soft_dtw_cuda_selfcheck() -> float:
+    """Largest |difference| between soft_dtw on CUDA and on the CPU (values and gradients, float64).
+
+    For the prepared GPU check: every shape is called three times (the first call captures the CUDA graph,
+    the next ones replay it with new inputs), once with two calls of the same shape before one backward
+    (the static outputs must not leak between calls), and once more through the eager CUDA loop. Expect
+    about 1e-12. Raises RuntimeError without CUDA or when no graph was captured.
+    """
+    global CUDA_GRAPHS
+    if not torch.cuda.is_available():
+        raise RuntimeError("soft_dtw_cuda_selfcheck needs a CUDA device")
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+
+    def compare(b: int, n: int, m: int, calls: int) -> None:
+        nonlocal worst
+        xs = [torch.randn(b, n, 64, generator=generator, dtype=torch.float64) for _ in range(calls)]
+        ys = [torch.randn(b, m, 64, generator=generator, dtype=torch.float64) for _ in range(calls)]
+        weights = torch.randn(calls, b, generator=generator, dtype=torch.float64)
+        results = []
+        for device in ("cpu", "cuda"):
+            xg = [x.to(device).requires_grad_(True) for x in xs]
+            yg = [y.to(device).requires_grad_(True) for y in ys]
+            values = [soft_dtw(x, y, 0.1) for x, y in zip(xg, yg)]  # all forwards before the backward
+            sum((v * w.to(device)).sum() for v, w in zip(values, weights)).backward()
+            results.append([t.detach().cpu() for t in (*values, *(t.grad for t in xg), *(t.grad for t in yg))])
+        for ref, got in zip(*results):
+            worst = max(worst, (ref - got).abs().max().item())
+
+    previous = CUDA_GRAPHS
+    try:
+        CUDA_GRAPHS = True
+        for b, n, m in ((4, 10, 10), (3, 7, 5)):
+            for _ in range(3):
+                compare(b, n, m, calls=1)
+            compare(b, n, m, calls=2)
+        if not any(key[2].type == "cuda" and runner is not None for key, runner in _GRAPHS.items()):
+            raise RuntimeError("soft_dtw_cuda_selfcheck: no CUDA graph was captured (see the warnings)")
+        CUDA_GRAPHS = False
+        compare(4, 10, 10, calls=2)
+    finally:
+        CUDA_GRAPHS = previous
+    return worst
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,9 +464,15 @@ class T2CRLoss(nn.Module):
                                            torch.cat([query_label, exemplar_label]))
 
         if cfg.use_aln:
-            aln = soft_dtw(q.base_tokens, e.base_tokens, cfg.gamma).mean()
-            if q.aux_tokens is not None:
-                aln = (aln + soft_dtw(q.aux_tokens, e.aux_tokens, cfg.gamma).mean()) / 2
+            if q.aux_tokens is None:
+                aln = soft_dtw(q.base_tokens, e.base_tokens, cfg.gamma).mean()
+            else:
+                # both paths in one call (one recursion, half the kernel launches); the aux tokens are
+                # expanded to (B, M, d) like the base ones. Same value as the mean of the two means.
+                b = q.base_tokens.shape[0]
+                per_pair = soft_dtw(torch.cat([q.base_tokens, q.aux_tokens]),
+                                    torch.cat([e.base_tokens, e.aux_tokens]), cfg.gamma)
+                aln = (per_pair[:b].mean() + per_pair[b:].mean()) / 2
             terms["aln"] = aln
 
         if cfg.use_self_reg and output.self_delta_query is not None:
