@@ -63,14 +63,53 @@ def test_unknown_key_is_refused_with_its_name():
         to_dataclass(T2CRConfig, cfg.model)
 
 
-def test_slurm_launcher_config_composes():
+def _slurm(*overrides):
+    import t2cr.devices  # noqa: F401  (registers the t2cr_slurm_* resolvers, as every t2cr command does)
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
-    launcher = cfg.hydra.launcher
+                      overrides=["hydra/launcher=slurm", "trainer=ddp", *overrides])
+    return cfg.hydra.launcher
+
+
+def test_slurm_launcher_config_composes():
+    launcher = _slurm("trainer.num_nodes=2", "trainer.cpus_per_process=2", "data.batch_size=4",
+                      "data.eval_batch_size=4")
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.tasks_per_node == 4 and launcher.nodes == 2 and launcher.gpus_per_node == 4
+    assert launcher.tasks_per_node == 2 and launcher.nodes == 2 and launcher.gpus_per_node == 2
+    assert launcher.cpus_per_task == 2  # per task (one task per GPU), not per node
     assert launcher.max_num_timeout > 0
+    for devices in ("[0,1,2,3]", "'0,1,2,3'", "4"):
+        assert _slurm(f"trainer.devices={devices}", "trainer.cpus_per_process=2",
+                      "data.eval_batch_size=4").tasks_per_node == 4
+
+
+@pytest.mark.parametrize("overrides,refusal", [
+    (["trainer.devices=-1", "trainer.cpus_per_process=2"], "trainer.devices=-1 means every visible GPU"),
+    (["trainer.devices=auto", "trainer.cpus_per_process=2"], "trainer.devices='auto' means every visible GPU"),
+    ([], "set trainer.cpus_per_process="),  # auto: SLURM must reserve a number
+    (["trainer.devices=4", "trainer.cpus_per_process=2", "experiment=mtl_aqa_dd"],
+     "data.batch_size=2 and data.eval_batch_size=2 are global .* 4 processes"),
+])
+def test_slurm_launcher_refuses_what_it_cannot_reserve(overrides, refusal):
+    launcher = _slurm(*overrides)
+    with pytest.raises(Exception, match=refusal):
+        OmegaConf.to_container(launcher, resolve=True)
+
+
+def test_a_slurm_sweep_refuses_in_one_line_before_submitting(monkeypatch, capsys):
+    from t2cr.devices import LaunchCheck
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=-1", "trainer.cpus_per_process=2"])
+    assert cfg.hydra.callbacks.launch_check._target_ == "t2cr.devices.LaunchCheck"
+    with pytest.raises(SystemExit) as exit_info:
+        LaunchCheck().on_multirun_start(config=cfg, config_name="train")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith(
+        f"t2cr-{cfg.hydra.job.name}: error: trainer.devices=-1 means every visible GPU")
 
 
 @pytest.mark.parametrize("preset,resize", [("paper", [128, 228]), ("reference", [228, 128])])

@@ -221,7 +221,7 @@ def test_one_regressor_gives_the_direct_and_the_difference_score():
 
     separate = tiny_model(shared_regressor=False)
     assert separate.direct_regressor is not None
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(separate) - count(shared) == count(separate.direct_regressor)
     torch.testing.assert_close(separate.direct_score(tokens), separate.direct_regressor(tokens))
 

@@ -329,7 +329,7 @@ def test_finediving_config_composes():
     assert (data.num_frames, data.frame_selection, data.num_clips, data.base_starts) == (96, "linspace", 9, None)
     assert (data.exemplar_rule, data.divide_by_difficulty) == ("action_type", False)
     assert (data.transform.resize, data.transform.crop) == ([128, 228], [112, 112])
-    assert (data.voting_exemplars, data.batch_size, data.eval_batch_size, data.num_workers) == (10, 4, 2, 8)
+    assert (data.voting_exemplars, data.batch_size, data.eval_batch_size, data.num_workers) == (10, 4, 2, "auto")
     assert data.synthetic is None
 
 

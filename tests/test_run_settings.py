@@ -202,7 +202,7 @@ def test_score_computes_under_the_runs_precision(checkpoint, tmp_path, monkeypat
     for i in range(16):
         Image.new("RGB", (40, 30), (i * 13, 90, 160 - i * 5)).save(frames / f"{i:04d}.jpg")
     module = T2CRModule.from_checkpoint(str(checkpoint))
-    pool = sorted(module.exemplar_bank["pools"])[0] if "pools" in module.exemplar_bank else None
+    pool = min(module.exemplar_bank["pools"]) if "pools" in module.exemplar_bank else None
     args = [f"ckpt_path={checkpoint}", f"video={frames}", f"output={tmp_path / 'score.json'}"]
     if pool is not None:
         args.append(f"pool={pool}")

@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from t2cr.devices import cpus_per_process
+
 log = logging.getLogger(__name__)
 
 EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
@@ -109,8 +111,12 @@ class LocalRanks:
 
 
 def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, run_dir: Path,
-                       devices: int, num_nodes: int = 1) -> LocalRanks | None:
-    """Start local ranks 1..devices-1 of this node (rank 0 is the caller)."""
+                       devices: int, num_nodes: int = 1, threads: int | None = None) -> LocalRanks | None:
+    """Start local ranks 1..devices-1 of this node (rank 0 is the caller).
+
+    threads: OMP_NUM_THREADS of each rank (None: this job's cores / devices), unless the user set it:
+    every rank would otherwise start one thread per core of the node.
+    """
     if devices <= 1 or launched_externally():
         return None
     if num_nodes > 1:
@@ -119,9 +125,12 @@ def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, ru
     saved = {name: os.environ.get(name) for name in LocalRanks._VARS}
     os.environ.update({"MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": str(_free_port()),
                        "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
+    threads = threads or cpus_per_process("auto", devices)
     children = []
     for local_rank in range(1, devices):
-        env = {**os.environ, "LOCAL_RANK": str(local_rank), PARENT_PID_VAR: str(os.getpid())}
+        # the user's own OMP_NUM_THREADS, where set, wins
+        env = {"OMP_NUM_THREADS": str(threads), **os.environ, "LOCAL_RANK": str(local_rank),
+               PARENT_PID_VAR: str(os.getpid())}
         command = [sys.executable, "-m", entry_module, "--config-path", str(config_dir.resolve()),
                    "--config-name", config_name, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",
                    f"hydra.job.name=rank_{local_rank}"]

@@ -19,6 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
+from t2cr.devices import cpus_per_process, processes_per_node
 from t2cr.distributed import GlobalBatchNorm
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
@@ -72,8 +73,9 @@ def is_rank_zero() -> bool:
 
 
 def build_datamodule(cfg: DictConfig) -> PairDataModule:
-    data = to_dataclass(DataConfig, cfg.data)
-    datamodule = PairDataModule(data)
+    trainer = cfg.get("trainer")  # t2cr-prepare and t2cr-explain have none: one process
+    cpus = cpus_per_process(trainer.cpus_per_process, processes_per_node(trainer)) if trainer else None
+    datamodule = PairDataModule(to_dataclass(DataConfig, cfg.data), cpus_per_process=cpus)
     datamodule.setup()
     return datamodule
 
@@ -137,6 +139,7 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_d
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_epochs=t.max_epochs, log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
+        benchmark=not t.deterministic,  # cuDNN picks the fastest convolution per shape, unless reproducing
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
         num_sanity_val_steps=t.num_sanity_val_steps, logger=logger, callbacks=callbacks,
@@ -163,14 +166,18 @@ def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[s
 def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, entry_module: str):
     """Under single-node DDP, rank 0 writes the job's resolved config and starts the other ranks on it.
 
-    Returns the handle whose `finish()` ends the job's DDP state (None when nothing was started).
+    Every process keeps to its share of the cores (`trainer.cpus_per_process`) in its intra-op threads,
+    unless OMP_NUM_THREADS says otherwise. Returns the handle whose `finish()` ends the job's DDP state
+    (None when nothing was started).
     """
     trainer = cfg.trainer
-    devices = int(trainer.devices)
-    if devices == -1:
+    devices = processes_per_node(trainer)
+    threads = cpus_per_process(trainer.cpus_per_process, devices)
+    if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
-        devices = torch.cuda.device_count() if trainer.accelerator in ("gpu", "cuda", "auto") else 1
+        # only ever fewer: torch's default may already be below the share (physical cores)
+        torch.set_num_threads(min(threads, torch.get_num_threads()))
     if trainer.strategy != "ddp" or devices <= 1:
         return None
     if not is_rank_zero():
@@ -178,4 +185,5 @@ def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, 
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(resolved, run_dir / "config.yaml")
-    return launch_local_ranks(entry_module, run_dir, "config", run_dir, devices, int(trainer.num_nodes))
+    return launch_local_ranks(entry_module, run_dir, "config", run_dir, devices, int(trainer.num_nodes),
+                              threads=threads)

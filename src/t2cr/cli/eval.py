@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from t2cr.cli.common import UserError, set_matmul_precision, user_errors
 from t2cr.cli.run_settings import apply_run_settings
+from t2cr.devices import check_global_batches
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
@@ -42,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = T2CRModule.from_checkpoint(str(ckpt), runtime=runtime)
     deviations = apply_run_settings(cfg, module.run_settings, "eval", str(ckpt))
     set_matmul_precision(cfg.trainer.matmul_precision)
+    check_global_batches(cfg.data, cfg.trainer, ("eval_batch_size",))  # before any rank starts
     datamodule = build_datamodule(cfg)
     module.group_names = list(datamodule.groups)
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -81,6 +81,49 @@ def prepare(cfg: DictConfig) -> PrepareSummary:
     return summary
 
 
+def prepare_command(cfg: DictConfig, cache_dir: str) -> str:
+    """The t2cr-prepare command line that caches the frames of this run's data settings."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    data = [o for o in hydra.overrides.task if o.startswith(("data.", "data=", "+data", "experiment=", "+experiment="))
+            and not o.startswith(("data.cache_dir=", "data.use_cache="))]
+    choice = hydra.runtime.choices.get("data", cfg.data.name)
+    first = [] if any(o.startswith("data=") for o in data) else [f"data={choice}"]
+    return " ".join(["t2cr-prepare", *first, *data, f"data.cache_dir={cache_dir}"])
+
+
+def cache_for_accelerator(cfg: DictConfig, started_by_cluster: bool, workers: int = 4) -> None:
+    """An accelerator run reads the uint8 frame cache: JPEG decoding per step would keep the GPU waiting.
+
+    With data.use_cache=auto and a data.cache_dir that is not complete, the cache is built here, once, with a
+    progress bar (before any other process of the job starts); without data.cache_dir, or when a cluster
+    started every process (they would all write it), the run is refused with the exact t2cr-prepare command.
+    data.use_cache=never reads the raw frames on purpose.
+    """
+    from t2cr.cli.common import UserError
+    from t2cr.config import to_dataclass
+    from t2cr.data.cache import cache_status
+    from t2cr.data.config import DataConfig
+
+    if cfg.data.use_cache != "auto":
+        return
+    config = to_dataclass(DataConfig, cfg.data)
+    status = cache_status(resolve_cache_dir(config), config)
+    if status == "complete":
+        return
+    folder = cfg.data.cache_dir or f"<folder for the {cfg.data.name} frame cache>"
+    if not cfg.data.cache_dir or started_by_cluster:
+        raise UserError(f"a GPU run reads the uint8 frame cache, and there is none ({status}). Build it once with "
+                        f"`{prepare_command(cfg, folder)}` and pass data.cache_dir={folder} to this run, or set "
+                        "data.use_cache=never to decode the raw frames at every step (the GPU then waits)")
+    print(f"building the frame cache {cfg.data.cache_dir} for this GPU run ({status}); later runs read it")
+    run = cfg.copy()  # prepare reads the raw frames: its settings stay out of this run's config
+    with open_dict(run):
+        run.workers = workers
+    prepare(run)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if cfg.check:

@@ -21,6 +21,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from t2cr.bank import BANK_KEY, add_to_checkpoint, build_exemplar_bank
 from t2cr.cli.common import set_matmul_precision, user_errors
+from t2cr.cli.prepare import cache_for_accelerator
+from t2cr.devices import check_global_batches, uses_gpu
+from t2cr.launch import launched_externally
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
@@ -79,6 +82,10 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # before anything starts: no data generated, no rank launched (every rank of a torchrun / SLURM job refuses)
+    check_global_batches(cfg.data, cfg.trainer, ("batch_size", "eval_batch_size"))
+    if uses_gpu(cfg.trainer):  # before the other ranks start: one process builds the frame cache, if any does
+        cache_for_accelerator(cfg, started_by_cluster=launched_externally())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     if cfg.model.action_classifier:

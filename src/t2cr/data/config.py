@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from t2cr.data.synthetic import SyntheticConfig
 from t2cr.data.transforms import TransformConfig
@@ -45,7 +46,9 @@ class DataConfig:
     # loading
     batch_size: int = 4  # global, over all processes
     eval_batch_size: int = 2  # global
-    num_workers: int = 2
+    # loader processes per training process; auto: trainer.cpus_per_process - 1, resolved for the job's
+    # processes by t2cr.run.data_config (OmegaConf has no int | str field, hence Any)
+    num_workers: Any = "auto"
     seed: int = 0
     transform: TransformConfig = field(default_factory=TransformConfig)
     synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use

@@ -26,6 +26,7 @@ from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.synthetic import ensure_synthetic_dataset
 from t2cr.data.transforms import VideoTransform
+from t2cr.devices import available_cpus, loader_workers
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,12 @@ class VideoDataset(Dataset):
 
 
 class PairDataModule(pl.LightningDataModule):
-    def __init__(self, config: DataConfig) -> None:
+    def __init__(self, config: DataConfig, cpus_per_process: int | None = None) -> None:
+        """cpus_per_process: the cores of each training process (t2cr.run.build_datamodule derives them from
+        trainer.cpus_per_process); None: every core this process may use."""
         super().__init__()
         self.config = config
+        self.cpus_per_process = cpus_per_process
         self.scores = ScoreSpace(config.divide_by_difficulty)
         self._splits: dict[str, list[Sample]] | None = None
         # what the loaders hand the model: frames, or only video ids when the module holds clip features
@@ -394,12 +398,16 @@ class PairDataModule(pl.LightningDataModule):
         finish = self._finish_in_workers()
         key = (tuple(ids), batch_size, finish)
         if key not in self._video_loaders:
-            workers = min(self.config.num_workers, len(ids))
+            workers = min(self.num_workers(), len(ids))
             self._video_loaders[key] = DataLoader(
                 VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
                 num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                 collate_fn=self._collate(finish))
         return self._video_loaders[key]
+
+    def num_workers(self) -> int:
+        """Loader processes per training process: data.num_workers, or for auto the process's cores - 1."""
+        return loader_workers(self.config.num_workers, self.cpus_per_process or available_cpus())
 
     def finish_batch(self, batch: dict) -> dict:
         """uint8 frames + crop/flip draws -> normalised float videos, on the batch's device."""
@@ -444,7 +452,7 @@ class PairDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, workers: int | None = None) -> DataLoader:
         rank, world = self._rank_world()
-        workers = self.config.num_workers if workers is None else workers
+        workers = self.num_workers() if workers is None else workers
         return DataLoader(
             dataset, batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
