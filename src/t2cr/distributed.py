@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_autograd
+import torch.distributed._functional_collectives as collectives
 from pytorch_lightning.plugins import LayerSync
 from torch import Tensor, nn
 
@@ -38,13 +38,14 @@ def gather_batch(local: Tensor) -> tuple[Tensor, int]:
     row where this process's own rows start. Outside DDP: (local, 0)."""
     if world_size() == 1:
         return local, 0
-    parts = dist_autograd.all_gather(local.contiguous())
-    return torch.cat(parts), dist.get_rank() * local.shape[0]
+    # torch's differentiable all-gather (the backward sums every process's gradient of this process's rows)
+    everyone = collectives.all_gather_single_autograd(local.contiguous(), 0, dist.group.WORLD)
+    return everyone, dist.get_rank() * local.shape[0]
 
 
 def _global_sum(value: Tensor) -> Tensor:
     """Sum over the processes; the gradient of each input is the sum of every process's gradient."""
-    return dist_autograd.all_reduce(value, op=dist.ReduceOp.SUM)
+    return gather_batch(value.unsqueeze(0))[0].sum(0)
 
 
 class _GlobalStatistics:
