@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from t2cr.data.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
+from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.t2cr import MTL_AQA_BASE_STARTS
 
 # Table 10 of the paper, 103 frames, base [0, 10, ..., 80, 86]

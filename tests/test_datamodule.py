@@ -26,10 +26,10 @@ def _config(dataset: Path, **overrides) -> DataConfig:
 
 def test_train_and_test_batches(synthetic_root):
     dm = PairDataModule(_config(synthetic_root))
-    batch = dm.finish_batch(next(iter(dm.train_dataloader())))
+    batch = dm.crop_flip_normalise(next(iter(dm.train_dataloader())))
     assert batch["query"].shape == (4, 3, 16, 20, 20) and batch["exemplar"].shape == (4, 3, 16, 20, 20)
     assert batch["query_score"].dtype == torch.float32 and batch["query_label"].shape == (4,)
-    test = dm.finish_batch(next(iter(dm.test_dataloader())))
+    test = dm.crop_flip_normalise(next(iter(dm.test_dataloader())))
     assert test["query"].shape == (2, 3, 16, 20, 20) and test["exemplars"].shape == (2, 3, 3, 16, 20, 20)
     assert test["exemplar_mask"].shape == (2, 3)
 
@@ -49,9 +49,9 @@ def test_training_pairs_follow_the_difficulty_rule(synthetic_root):
 def test_training_items_are_a_function_of_seed_epoch_index(synthetic_root):
     dm_a, dm_b = PairDataModule(_config(synthetic_root)), PairDataModule(_config(synthetic_root))
     a, b = dm_a.train_dataloader().dataset, dm_b.train_dataloader().dataset
-    item_a = {key: dm_a.finish_batch(a[key]) for key in ((0, 3), (1, 3), (2, 5))}
+    item_a = {key: dm_a.crop_flip_normalise(a[key]) for key in ((0, 3), (1, 3), (2, 5))}
     for key, item in item_a.items():
-        other = dm_b.finish_batch(b[key])
+        other = dm_b.crop_flip_normalise(b[key])
         torch.testing.assert_close(item["query"], other["query"], rtol=0, atol=0)
         torch.testing.assert_close(item["exemplar"], other["exemplar"], rtol=0, atol=0)
     assert not torch.equal(item_a[(0, 3)]["query"], item_a[(1, 3)]["query"])  # crops / shifts change per epoch

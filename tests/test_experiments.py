@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -22,6 +23,7 @@ from t2cr import tables
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.losses import LossConfig
+from t2cr.metrics import fisher_z_mean
 from t2cr.models.t2cr import T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig
 from t2cr.run import CONF_DIR
@@ -32,44 +34,86 @@ EXPERIMENT_DIR = CONF_DIR / "experiment"
 PATHS = ["data.annotations=a", "data.root=b", "model.backbone.checkpoint=c"]
 SEEDS = [0, 1, 2]
 
-AQA7 = ["diving", "gym_vault", "ski_big_air", "snowboard_big_air", "sync_diving_3m", "sync_diving_10m"]
-JIGSAWS = {"suturing": "Suturing", "needle_passing": "Needle_Passing", "knot_tying": "Knot_Tying"}
 TABLE6 = {"mse": (True, False, False), "ntxent": (False, True, False), "self": (False, False, True),
           "mse_ntxent": (True, True, False), "ntxent_self": (False, True, True),
           "mse_self": (True, False, True), "mse_ntxent_self": (True, True, True)}
 TABLE11 = {"none": (False, False, False), "t1": (True, False, False), "t1_c2": (True, True, False),
            "t1_c2_t3": (True, True, True)}
 
-# overlay -> (data group, name, the data keys that define the setting)
-OVERLAYS: dict[str, tuple[str, str, dict]] = {
-    "mtl_aqa_dd": ("mtl_aqa", "mtl_aqa_dd", {"exemplar_rule": "difficulty", "divide_by_difficulty": True}),
-    "mtl_aqa_wo_dd": ("mtl_aqa", "mtl_aqa_wo_dd", {"exemplar_rule": "random", "divide_by_difficulty": False}),
-    "finediving_dn": ("finediving", "finediving_dn", {"exemplar_rule": "action_type", "divide_by_difficulty": False}),
-    "finediving_wo_dn": ("finediving", "finediving_wo_dn", {"exemplar_rule": "random", "divide_by_difficulty": False}),
-}
-OVERLAYS.update({f"aqa7_{c}": ("aqa7", f"aqa7_{c}", {"classes": [i], "exemplar_rule": "group"})
-                 for i, c in enumerate(AQA7, start=1)})
-OVERLAYS.update({f"jigsaws_{t}_fold{f}": ("jigsaws", f"jigsaws_{t}_fold{f}",
-                                          {"task": task, "fold": f, "exemplar_rule": "group"})
-                 for t, task in JIGSAWS.items() for f in range(4)})
-OVERLAYS.update({f"table6/{r}": ("mtl_aqa", f"mtl_aqa_dd_t6_{r}", {"exemplar_rule": "difficulty"}) for r in TABLE6})
-OVERLAYS.update({f"table11/{r}": ("aqa7", f"aqa7_diving_t11_{r}", {"classes": [1]}) for r in TABLE11})
+MTL_DD = {"exemplar_rule": "difficulty", "divide_by_difficulty": True}
+AQA7_DIVING = {"classes": [1], "exemplar_rule": "group", "divide_by_difficulty": False}
 
-# sweep -> (paper table, settings per seed, base overlay)
-SWEEPS: dict[str, tuple[str, int, str]] = {
-    "table1": ("table1", 6, "aqa7_diving"),
-    "table2": ("table2", 2, "mtl_aqa_dd"),
-    "table3": ("table3", 2, "finediving_dn"),
-    "table4": ("table4", 12, "jigsaws_suturing_fold0"),
-    "table5": ("table5", 5, "mtl_aqa_dd"),
-    "table6": ("table6", 7, "mtl_aqa_dd"),
-    "table7": ("table7", 4, "mtl_aqa_dd"),
-    "table8": ("table8", 5, "aqa7_diving"),
-    "table9": ("table9", 4, "aqa7_diving"),
-    "table10": ("table10", 4, "aqa7_diving"),
-    "table11": ("table11", 4, "aqa7_diving"),
-    "fig7_n": ("fig7", 8, "aqa7_diving"),
-    "fig7_k": ("fig7", 10, "aqa7_diving"),
+# Every setting of the paper, each reachable by one command: setting -> (overrides, data group, run name,
+# the data values that define it). The values are those of the per-class / per-fold overlays these
+# commands replace (conf/experiment/aqa7_<class>.yaml, jigsaws_<task>_fold<f>.yaml, named by the keys
+# here): both forms were composed side by side, and the whole resolved config of every setting and of
+# every sweep job was the same but for the run name.
+SETTINGS: dict[str, tuple[list[str], str, str, dict]] = {
+    "mtl_aqa_dd": (["experiment=mtl_aqa_dd"], "mtl_aqa", "mtl_aqa_dd", MTL_DD),
+    "mtl_aqa_wo_dd": (["experiment=mtl_aqa_wo_dd"], "mtl_aqa", "mtl_aqa_wo_dd",
+                      {"exemplar_rule": "random", "divide_by_difficulty": False}),
+    "finediving_dn": (["experiment=finediving_dn"], "finediving", "finediving_dn",
+                      {"exemplar_rule": "action_type", "divide_by_difficulty": False}),
+    "finediving_wo_dn": (["experiment=finediving_wo_dn"], "finediving", "finediving_wo_dn",
+                         {"exemplar_rule": "random", "divide_by_difficulty": False}),
+    "aqa7_diving": (["experiment=aqa7", "data.classes=[1]"], "aqa7", "aqa7_diving", AQA7_DIVING),
+    "aqa7_gym_vault": (["experiment=aqa7", "data.classes=[2]"], "aqa7", "aqa7_gym_vault",
+                       {"classes": [2], "exemplar_rule": "group", "divide_by_difficulty": False}),
+    "aqa7_ski_big_air": (["experiment=aqa7", "data.classes=[3]"], "aqa7", "aqa7_ski_big_air",
+                         {"classes": [3], "exemplar_rule": "group", "divide_by_difficulty": False}),
+    "aqa7_snowboard_big_air": (["experiment=aqa7", "data.classes=[4]"], "aqa7", "aqa7_snowboard_big_air",
+                               {"classes": [4], "exemplar_rule": "group", "divide_by_difficulty": False}),
+    "aqa7_sync_diving_3m": (["experiment=aqa7", "data.classes=[5]"], "aqa7", "aqa7_sync_diving_3m",
+                            {"classes": [5], "exemplar_rule": "group", "divide_by_difficulty": False}),
+    "aqa7_sync_diving_10m": (["experiment=aqa7", "data.classes=[6]"], "aqa7", "aqa7_sync_diving_10m",
+                             {"classes": [6], "exemplar_rule": "group", "divide_by_difficulty": False}),
+    **{f"jigsaws_{task.lower()}_fold{fold}": (
+        ["experiment=jigsaws", f"data.task={task}", f"data.fold={fold}"], "jigsaws", f"jigsaws_{task}_fold{fold}",
+        {"task": task, "fold": fold, "exemplar_rule": "group", "divide_by_difficulty": False})
+       for task in ("Suturing", "Needle_Passing", "Knot_Tying") for fold in range(4)},
+    # the rows of Tables 6 and 11 change only their switches (checked below), not the data
+    **{f"table6/{r}": ([f"experiment=table6/{r}"], "mtl_aqa", f"mtl_aqa_dd_t6_{r}", MTL_DD) for r in TABLE6},
+    **{f"table11/{r}": ([f"experiment=table11/{r}"], "aqa7", f"aqa7_diving_t11_{r}", AQA7_DIVING) for r in TABLE11},
+}
+# overlay file -> the setting it gives without further overrides
+OVERLAYS = {"mtl_aqa_dd": "mtl_aqa_dd", "mtl_aqa_wo_dd": "mtl_aqa_wo_dd", "finediving_dn": "finediving_dn",
+            "finediving_wo_dn": "finediving_wo_dn", "aqa7": "aqa7_diving", "jigsaws": "jigsaws_suturing_fold0",
+            **{f"table6/{r}": f"table6/{r}" for r in TABLE6}, **{f"table11/{r}": f"table11/{r}" for r in TABLE11}}
+
+# sweep -> (paper table, settings per seed, base overlay, the paper setting of each setting in job order:
+# a list of len(settings per seed), or one setting shared by every job)
+SWEEPS: dict[str, tuple[str, int, str, list[str] | str]] = {
+    "table1": ("table1", 6, "aqa7", ["aqa7_diving", "aqa7_gym_vault", "aqa7_ski_big_air", "aqa7_snowboard_big_air",
+                                     "aqa7_sync_diving_3m", "aqa7_sync_diving_10m"]),
+    "table2": ("table2", 2, "mtl_aqa_dd", ["mtl_aqa_wo_dd", "mtl_aqa_dd"]),
+    "table3": ("table3", 2, "finediving_dn", ["finediving_wo_dn", "finediving_dn"]),
+    "table4": ("table4", 12, "jigsaws", [f"jigsaws_{task}_fold{fold}" for task in ("suturing", "needle_passing",
+                                                                                     "knot_tying")
+                                         for fold in range(4)]),
+    "table5": ("table5", 5, "mtl_aqa_dd", "mtl_aqa_dd"),
+    "table6": ("table6", 7, "mtl_aqa_dd", [f"table6/{r}" for r in TABLE6]),
+    "table7": ("table7", 4, "mtl_aqa_dd", "mtl_aqa_dd"),
+    "table8": ("table8", 5, "aqa7", "aqa7_diving"),
+    "table9": ("table9", 4, "aqa7", "aqa7_diving"),
+    "table10": ("table10", 4, "aqa7", "aqa7_diving"),
+    "table11": ("table11", 4, "aqa7", [f"table11/{r}" for r in TABLE11]),
+    "fig7_n": ("fig7", 8, "aqa7", "aqa7_diving"),
+    "fig7_k": ("fig7", 10, "aqa7", "aqa7_diving"),
+}
+# the row of the paper's table that each setting's runs fill (where the setting, not a swept model key,
+# selects the row)
+ROWS: dict[str, dict[str, str]] = {
+    "table1": {"aqa7_diving": "diving", "aqa7_gym_vault": "gym_vault", "aqa7_ski_big_air": "ski_big_air",
+               "aqa7_snowboard_big_air": "snowboard_big_air", "aqa7_sync_diving_3m": "sync_diving_3m",
+               "aqa7_sync_diving_10m": "sync_diving_10m"},
+    "table2": {"mtl_aqa_wo_dd": "w/o DD", "mtl_aqa_dd": "w/ DD"},
+    "table3": {"finediving_wo_dn": "w/o DN", "finediving_dn": "w/ DN"},
+    "table4": {f"jigsaws_{task}_fold{fold}": row for task, row in
+               (("suturing", "S"), ("needle_passing", "NP"), ("knot_tying", "KT")) for fold in range(4)},
+    "table6": {"table6/mse": "mse", "table6/ntxent": "ntxent", "table6/self": "self_reg",
+               "table6/mse_ntxent": "mse+ntxent", "table6/ntxent_self": "ntxent+self_reg",
+               "table6/mse_self": "mse+self_reg", "table6/mse_ntxent_self": "mse+ntxent+self_reg"},
+    "table11": {"table11/none": "none", "table11/t1": "t1", "table11/t1_c2": "t1+c2", "table11/t1_c2_t3": "t1+c2+t3"},
 }
 
 
@@ -102,21 +146,48 @@ def sweep_jobs(sweep_cfg) -> list[list[str]]:
 # ------------------------------------------------------------------------------------------ overlays
 
 
+def expected_data(group: str, values: dict) -> dict:
+    """The data section a paper setting must have: the data group's values, the shared paper settings
+    (experiment/paper/common.yaml), then exactly the setting's own values, as the old overlays built it."""
+    cfg = compose_train("experiment=paper/common", f"data={group}", *PATHS)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert set(values) <= set(data), set(values) - set(data)
+    return {**data, **values}
+
+
 def test_every_overlay_is_listed():
     found = {str(p.relative_to(EXPERIMENT_DIR).with_suffix("")) for p in EXPERIMENT_DIR.rglob("*.yaml")}
     assert found - {"smoke", "paper/common"} == set(OVERLAYS)
+    # one overlay per setting of the paper: classes and folds are values, not files
+    assert {overrides[0].removeprefix("experiment=") for overrides, *_ in SETTINGS.values()} == set(OVERLAYS)
+    assert len(OVERLAYS) == 4 + 2 + len(TABLE6) + len(TABLE11) < len(SETTINGS) == 4 + 6 + 12 + len(TABLE6) + len(TABLE11)
+
+
+def test_run_names_tell_the_settings_apart():
+    names = [name for _, _, name, _ in SETTINGS.values()]
+    assert len(set(names)) == len(names)
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
-def test_overlay_composes_and_instantiates(overlay):
-    group, name, expected = OVERLAYS[overlay]
+def test_overlay_alone_is_its_default_setting(overlay):
+    overrides, _, name, _ = SETTINGS[OVERLAYS[overlay]]
+    alone, explicit = compose_train(f"experiment={overlay}", *PATHS), compose_train(*overrides, *PATHS)
+    assert OmegaConf.to_container(alone, resolve=True) == OmegaConf.to_container(explicit, resolve=True)
+    assert alone.name == name
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_setting_composes_and_instantiates(setting):
+    overrides, group, name, expected = SETTINGS[setting]
+    overlay = overrides[0].removeprefix("experiment=")
     text = (EXPERIMENT_DIR / f"{overlay}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
-    bare = compose_train(f"experiment={overlay}")
+    bare = compose_train(*overrides)
     for key in ("annotations", "root"):  # the user passes the paths
         assert OmegaConf.is_missing(bare.data, key), key
-    cfg = compose_train(f"experiment={overlay}", *PATHS)
+    cfg = compose_train(*overrides, *PATHS)
     assert cfg.name == name and cfg.data.name == group
+    assert OmegaConf.to_container(cfg.data, resolve=True) == expected_data(group, expected)
     model, loss, data, optim = instantiate(cfg)
     for key, value in expected.items():
         assert getattr(data, key) == value, key
@@ -132,15 +203,23 @@ def test_overlay_composes_and_instantiates(overlay):
     # our choices (conf/experiment/paper/common.yaml), not the paper's
     assert data.batch_size == 2 and cfg.trainer.max_epochs == 200
     # the rows of Tables 6 and 11 change only their switches
-    row = overlay.split("/")[-1]
-    if overlay.startswith("table6/"):
+    row = setting.split("/")[-1]
+    if setting.startswith("table6/"):
         assert (loss.use_path_mse, loss.use_path_ntxent, loss.use_self_reg) == TABLE6[row]
-    elif overlay.startswith("table11/"):
+    elif setting.startswith("table11/"):
         attention = model.attention
         assert (attention.feature_first, attention.clip, attention.feature_second) == TABLE11[row]
     else:  # the full T2CR: every switch at the model's default
         assert model.two_path and model.direct_regression and model.decoder.kind == "transformer"
         assert loss.use_path_mse and loss.use_path_ntxent and loss.use_self_reg and loss.use_cls and loss.use_aln
+
+
+def test_aqa7_on_several_classes_composes():
+    """One model on all six classes (data.classes=null) or on a few still composes under the paper's setting."""
+    cfg = compose_train("experiment=aqa7", "data.classes=null", *PATHS)
+    assert cfg.name == "aqa7_all" and instantiate(cfg)[2].classes is None
+    cfg = compose_train("experiment=aqa7", "data.classes=[2,5]", *PATHS)
+    assert instantiate(cfg)[2].classes == [2, 5]
 
 
 def test_variant_is_not_overridden_by_the_overlay():
@@ -173,7 +252,7 @@ def test_every_sweep_is_listed():
 
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
 def test_sweep_expands_and_every_job_composes(sweep, paper, tmp_path):
-    table, settings, base = SWEEPS[sweep]
+    table, settings, base, job_settings = SWEEPS[sweep]
     cfg = compose_sweep(sweep, *PATHS, hydra=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert OmegaConf.to_container(cfg.hydra.sweep)["dir"].startswith(f"multirun/{sweep}/")
@@ -183,22 +262,48 @@ def test_sweep_expands_and_every_job_composes(sweep, paper, tmp_path):
     assert sorted({j for job in jobs for j in job if j.startswith("seed=")}) == [f"seed={s}" for s in SEEDS]
     settings_seen = {tuple(j for j in job if not j.startswith("seed=")) for job in jobs}
     assert len(settings_seen) == settings
+    if isinstance(job_settings, str):
+        job_settings = [job_settings] * settings
+    assert len(job_settings) == settings
+    data_expected = {s: expected_data(SETTINGS[s][1], SETTINGS[s][3]) for s in set(job_settings)}
 
-    # every job composes and instantiates; its resolved config, with made-up metrics, is one run of
-    # the paper's table: each row gets exactly the three seeds, nothing unmatched, mixed or missing
-    runs = []
+    # every job composes and instantiates with the data settings and run name of its paper setting (the
+    # seed is swept last: jobs i*3 .. i*3+2 are setting i); its resolved config, with made-up metrics, is
+    # one run of the paper's table: each row gets exactly the three seeds, nothing unmatched, mixed or
+    # missing, and the setting's runs fill the setting's row
+    runs, row_values = [], {}
     for i, job in enumerate(jobs):
         job_cfg = compose_sweep(sweep, *PATHS, *job)
+        setting = job_settings[i // len(SEEDS)]
+        name = SETTINGS[setting][2]
+        assert job_cfg.name == name and job_cfg.seed == SEEDS[i % len(SEEDS)], job
+        # the setting's own values come from the table above, not from the job's overrides; other data
+        # keys a sweep varies (K in Fig. 7) are the job's
+        swept = {key.removeprefix("data."): yaml.safe_load(value) for key, _, value in
+                 (o.partition("=") for o in job) if key.startswith("data.") and key[5:] not in SETTINGS[setting][3]}
+        assert OmegaConf.to_container(job_cfg.data, resolve=True) == {**data_expected[setting], **swept,
+                                                                      "seed": job_cfg.seed}, job
         instantiate(job_cfg)
         config = OmegaConf.to_container(job_cfg, resolve=True)
-        runs.append(tables.Run(path=tmp_path / str(i), config=config,
-                               metrics={"test/spearman": 0.5 + 0.01 * i, "test/rl2": 1.0}))
+        metrics = {"test/spearman": 0.5 + 0.01 * i, "test/rl2": 1.0 + i}
+        runs.append(tables.Run(path=tmp_path / str(i), config=config, metrics=metrics))
+        if table in ROWS:
+            row_values.setdefault((ROWS[table][setting], job_cfg.seed), []).append(metrics)
     result = tables.build_table(runs, paper, table)
     assert not result.issues, [issue.text() for issue in result.issues]
     rows = [row for row in result.rows if not row.average]
     expected_rows = {"table4": 3}.get(table, settings)  # Table 4 combines the four folds of a task
     assert len(rows) == expected_rows
     assert all(row.seeds == SEEDS for row in result.rows)
+    if table in ROWS:
+        assert {row.name for row in rows} == set(ROWS[table].values())
+        for row in rows:
+            for seed in SEEDS:
+                cell = row_values[row.name, seed]  # one run per seed, or the four folds of a JIGSAWS task
+                assert len(cell) == (4 if table == "table4" else 1)
+                assert row.values["spearman"][seed] == pytest.approx(
+                    fisher_z_mean([m["test/spearman"] for m in cell]))
+                assert row.values["rl2"][seed] == pytest.approx(sum(m["test/rl2"] for m in cell) / len(cell))
     if table != "fig7":
         inferred, _ = tables.infer_table(runs, paper)
         assert inferred == table

@@ -18,6 +18,7 @@ from t2cr import features as clip_store
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, VideoTransform
+from t2cr.features import ClipFeatures
 from t2cr.losses import LossConfig
 from t2cr.models.backbones import BackboneConfig
 from t2cr.models.t2cr import ClipConfig, T2CRConfig
@@ -53,7 +54,8 @@ def _module(model: dict, **runtime) -> T2CRModule:
 def _trainer(**overrides) -> pl.Trainer:
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
                 "enable_progress_bar": False, "enable_model_summary": False, "max_epochs": 1,
-                "use_distributed_sampler": False, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+                "use_distributed_sampler": False, "num_sanity_val_steps": 0, "limit_val_batches": 0,
+                "callbacks": [ClipFeatures()]}
     return pl.Trainer(**{**settings, **overrides})
 
 
@@ -111,7 +113,7 @@ def test_evaluation_videos_are_one_list_split_into_disjoint_shares(tiny_syntheti
     expected |= {datamodule.video_ids[k] for s in test for k in voting[s.key_str]}
     assert set(ids) == expected
     # one batch per process: queries 0 and 2 (rank 0), 1 and 3 (rank 1), eval batch 1 per process
-    first = datamodule.evaluation_videos("test", lambda n: 1, world_size=2)
+    first = datamodule.evaluation_videos("test", [1, 1])  # Lightning's batch count of each process
     wanted = {datamodule.video_ids[test[i].key_str] for i in (0, 1)}
     wanted |= {datamodule.video_ids[k] for i in (0, 1) for k in voting[test[i].key_str]}
     assert set(first) == wanted
@@ -147,7 +149,7 @@ def test_fast_ablation_mode_stores_features_once_and_trains_only_the_heads(tiny_
     assert any(not torch.equal(v, heads_before[n]) for n, v in module.model.regressor.state_dict().items())
 
     # the stored features are the backbone's features of each video's evaluation read
-    stored = clip_store.load_store(stores[0], module.stored_feature_settings(datamodule))
+    stored = clip_store.load_store(stores[0], ClipFeatures.store_settings(module.model, datamodule))
     module.model.eval()
     for sample in datamodule.videos[:3]:
         with torch.no_grad():
@@ -225,7 +227,7 @@ def test_device_side_transform_equals_the_per_video_reference(resize):
                                              None if seed is None else np.random.default_rng(seed)))
     assert prepared[0].dtype == torch.uint8 and tuple(prepared[0].shape) == (6, *resize, 3)
     assert any(bool(f) for f in flips) and not all(bool(f) for f in flips)
-    batched = transform.finish(torch.stack(prepared), torch.stack(offsets), torch.stack(flips))
+    batched = transform.crop_flip_normalise(torch.stack(prepared), torch.stack(offsets), torch.stack(flips))
     assert batched.shape == (4, 3, 6, 16, 18)
     for got, want in zip(batched, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=2e-6)  # x * scale - shift vs (x / 255 - m) / s
@@ -255,9 +257,9 @@ def test_crop_draws_and_evaluation_metadata_stay_on_the_host(tiny_synthetic):
         assert finished["query"].device == meta and finished["query"].dtype == torch.float32
 
 
-def test_cpu_training_finishes_frames_in_the_loader_workers(tiny_synthetic):
+def test_cpu_training_normalises_frames_in_the_loader_workers(tiny_synthetic):
     raw_data = PairDataModule(_data(tiny_synthetic))
-    raw = raw_data.finish_batch(next(iter(raw_data.test_dataloader())))
+    raw = raw_data.crop_flip_normalise(next(iter(raw_data.test_dataloader())))
     in_workers = PairDataModule(_data(tiny_synthetic, num_workers=1))
     in_workers.trainer = _trainer()  # a CPU trainer: crops and normalisation belong in the workers
     batch = next(iter(in_workers.test_dataloader()))

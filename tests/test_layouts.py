@@ -302,7 +302,7 @@ def check_datamodule(layout: Layout, datamodule: PairDataModule) -> None:
     assert sorted(s.key for s in test) == sorted(layout.test_keys)
     assert len({datamodule.pools.pool_key(s) for s in train + test}) == 1  # one shared exemplar pool
 
-    batch = datamodule.finish_batch(next(iter(datamodule.train_dataloader())))
+    batch = datamodule.crop_flip_normalise(next(iter(datamodule.train_dataloader())))
     assert batch["query"].shape == batch["exemplar"].shape == (BATCH, 3, T, CROP, CROP)
     assert torch.isfinite(batch["query"]).all() and torch.isfinite(batch["exemplar"]).all()
     assert torch.isfinite(batch["query_score"]).all() and torch.isfinite(batch["exemplar_score"]).all()
@@ -319,7 +319,7 @@ def check_datamodule(layout: Layout, datamodule: PairDataModule) -> None:
                            for read in possible_reads(config, reader, s))]
         assert len(set(tags.tolist())) == 1 and matches, f"exemplar of {query.key_str} is no pool member"
 
-    batch = datamodule.finish_batch(next(iter(datamodule.test_dataloader())))
+    batch = datamodule.crop_flip_normalise(next(iter(datamodule.test_dataloader())))
     assert batch["query"].shape == (BATCH, 3, T, CROP, CROP)
     assert batch["exemplars"].shape == (BATCH, K, 3, T, CROP, CROP)
     assert torch.isfinite(batch["query"]).all() and torch.isfinite(batch["exemplars"]).all()
@@ -382,11 +382,11 @@ def _items(datamodule: PairDataModule, epochs=(0, 1)) -> list[tuple[str, torch.T
     out = []
     for epoch in epochs:
         for index in range(len(train)):
-            item = datamodule.finish_batch(train[(epoch, index)])
+            item = datamodule.crop_flip_normalise(train[(epoch, index)])
             out += [(f"train {epoch} {index} query", item["query"]),
                     (f"train {epoch} {index} exemplar", item["exemplar"])]
     for index in range(len(test)):
-        item = datamodule.finish_batch(test[(0, index)])
+        item = datamodule.crop_flip_normalise(test[(0, index)])
         out += [(f"test {index} query", item["query"]), (f"test {index} exemplars", item["exemplars"])]
     return out
 

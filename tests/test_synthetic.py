@@ -1,6 +1,8 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from t2cr.data import synthetic
+from t2cr.data.config import DataConfig, ensure_generated
 from t2cr.data.synthetic import (
     ACTION_TYPES,
     ANNOTATIONS_FILE,
@@ -263,3 +266,21 @@ def test_a_foreign_folder_is_never_overwritten(tmp_path):
         ensure_synthetic_dataset(small(root))
     assert (root / "thesis.tex").read_text() == "precious"
     assert os.listdir(root) == ["thesis.tex"]
+
+
+def test_the_data_path_of_real_datasets_does_not_import_the_generator():
+    code = ("import sys\n"
+            "import t2cr.data.cache, t2cr.data.config, t2cr.data.datamodule\n"
+            "from t2cr.data.config import DataConfig, ensure_generated\n"
+            "ensure_generated(DataConfig(name='mtl_aqa'))\n"
+            "print('t2cr.data.synthetic' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_a_data_config_with_synthetic_settings_generates_the_dataset(tmp_path):
+    config = DataConfig(synthetic=small(tmp_path / "ds", num_train=6, num_test=2))
+    assert SyntheticConfig is type(config.synthetic)  # the generator's config is the data config's schema
+    ensure_generated(config)
+    assert dataset_status(config.synthetic) == "complete"
+    ensure_generated(DataConfig(synthetic=None))  # real data: nothing to generate

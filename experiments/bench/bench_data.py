@@ -22,7 +22,7 @@ What it does, in one run:
    transform resize [128, 228], crop [112, 112])).train_dataloader() is iterated. Its batches hold uint8
    frames at 128 x 228 plus crop offsets and flips. Training finishes them (crop, flip, normalise) where
    it runs fastest: on the accelerator in on_after_batch_transfer when there is one, in the loader
-   workers when training runs on the CPU (PairDataModule.finish_in_workers, chosen from the trainer's
+   workers when training runs on the CPU (PairDataModule.normalise_in_workers, chosen from the trainer's
    device). The headline figure ("ours") does exactly that on the current device (CUDA if available, else
    CPU), including the transfer and the finish step in the timed loop; the loader-only figure hands out
    the uint8 frames without finishing them. The reference batches are not moved anywhere.
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, step in (("ours_loader_only", None), ("ours", finish)):
         print(f"timing {name.replace('_', ' ')} ...", file=sys.stderr)
         # what a trainer on this device does: finish in the workers on a CPU, after the transfer on a GPU
-        datamodule.finish_in_workers = name == "ours" and device.type == "cpu"
+        datamodule.normalise_in_workers = name == "ours" and device.type == "cpu"
         loader = datamodule.train_dataloader()
         results[name], first_batches[name] = measure(loader, args.warmup, args.batches, step,
                                                      loader.sampler.set_epoch)
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "finish_device": device.type,
-        "finish_in_workers": device.type == "cpu",
+        "normalise_in_workers": device.type == "cpu",
         "loadavg_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "dataset": {"root": str(dataset_root), "seconds_to_ensure": round(dataset_s, 2)},
         "cache": {"dir": str(cache_dir), **cache},
@@ -308,7 +308,7 @@ def report(result: dict[str, Any]) -> str:
                f"{result['loadavg_1min']['after']:.2f} after")
     lines = [setup, machine, "", f"{'loader':34s} {'pairs/s':>9s} {'ms/pair':>9s} {'start-up s':>11s}"]
     names = (("reference", "reference (PIL per frame)"),
-             ("ours", "ours (cache + finish in workers)" if result["finish_in_workers"]
+             ("ours", "ours (cache + finish in workers)" if result["normalise_in_workers"]
               else f"ours (cache + finish on {result['finish_device']})"),
              ("ours_loader_only", "ours, loader only"))
     for key, label in names:

@@ -62,7 +62,7 @@ from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from t2cr.data.transforms import TransformConfig
-from t2cr.features import share
+from t2cr.features import ClipFeatures, share
 from t2cr.losses import LossConfig
 from t2cr.models.backbones import BackboneConfig
 from t2cr.models.t2cr import ClipConfig, T2CRConfig, build_clip_plans
@@ -231,7 +231,7 @@ def reference_predictions(module: T2CRModule, datamodule: PairDataModule,
 def trainer_predictions(module: T2CRModule, datamodule: PairDataModule, device: torch.device) -> dict[int, float]:
     trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         use_distributed_sampler=False, precision="32-true")
+                         use_distributed_sampler=False, precision="32-true", callbacks=[ClipFeatures()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # loader-worker and logging hints, irrelevant here
         trainer.test(module, datamodule=datamodule, verbose=False)

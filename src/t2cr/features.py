@@ -16,14 +16,17 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.callbacks import Callback
 from torch import nn
+
+from t2cr.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,13 @@ def _distributed() -> tuple[int, int]:
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, loader: Iterable[dict], finish: Callable[[dict], dict],
+def compute_features(model: nn.Module, loader: Iterable[dict], prepare: Callable[[dict], dict],
                      device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, features) of every video of a VideoDataset loader; `model` is a T2CR in eval mode."""
     ids, rows = [], []
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        batch = finish(batch)
+        batch = prepare(batch)  # uint8 frames -> normalised crops, on the device
         rows.append(model.video_clip_features(batch["video"]).float())
         ids.append(batch["video_id"].to(device))
     if not rows:
@@ -117,7 +120,7 @@ def gather_rows(ids: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor
 
 
 def fill_table(table: FeatureTable, ids: Sequence[int], model: nn.Module,
-               make_loader: Callable[[list[int]], Iterable[dict]], finish: Callable[[dict], dict],
+               make_loader: Callable[[list[int]], Iterable[dict]], prepare: Callable[[dict], dict],
                device: torch.device | str) -> int:
     """Compute the features of `ids` (the same list on every process), each process a disjoint share.
 
@@ -125,7 +128,7 @@ def fill_table(table: FeatureTable, ids: Sequence[int], model: nn.Module,
     """
     rank, world = _distributed()
     mine = share(list(ids), rank, world)
-    got_ids, got = compute_features(model, make_loader(mine), finish, device)
+    got_ids, got = compute_features(model, make_loader(mine), prepare, device)
     all_ids, all_features = gather_rows(got_ids, got)
     table.put(all_ids, all_features)
     return len(mine)
@@ -179,13 +182,7 @@ def save_store(path: Path, settings: dict[str, Any], rows: dict[str, torch.Tenso
     keys = sorted(rows)
     payload = {"settings": json.loads(json.dumps(settings, default=str)), "keys": keys,
                "features": torch.stack([rows[k].float().cpu() for k in keys])}
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def broadcast_rows(ids: torch.Tensor, features: torch.Tensor, shape_tail: Sequence[int],
@@ -204,3 +201,120 @@ def broadcast_rows(ids: torch.Tensor, features: torch.Tensor, shape_tail: Sequen
     dist.broadcast(ids, 0)
     dist.broadcast(features, 0)
     return ids, features
+
+
+# ------------------------------------------------------------------------------------ the Lightning side
+class ClipFeatures(Callback):
+    """Fills `pl_module.features` (a FeatureTable the module looks clip features up in by video id).
+
+    - At the start of every evaluation loop (`runtime.eval_features_once`): the features of every video the
+      loop reads, once, each process a disjoint share; dropped at its end (the backbone trains on).
+    - Once per run in the fast ablation mode (`runtime.stored_features`): every video's, read from the store
+      file or computed and stored.
+
+    It talks to the data module (`use_stored_features`, `evaluation_videos`, `video_loader`, `crop_flip_normalise`,
+    `videos`, `data_identity`) so that the LightningModule only sees tensors. How many batches a loop reads
+    comes from Lightning (`num_val_batches`, after limit_val_batches and friends), gathered over processes.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "use_stored_features"):
+            return  # plain loaders: frames in every batch, the backbone runs per batch
+        runtime = pl_module.runtime
+        datamodule.use_stored_features(train=runtime.stored_features,
+                                       evaluation=runtime.eval_features_once or runtime.stored_features)
+        if runtime.stored_features and pl_module.features is None:
+            pl_module.features = self._stored(trainer, pl_module, datamodule)
+
+    # ------------------------------------------------------------------------------ evaluation loops
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+        self._for_evaluation(trainer, pl_module, "val", counts)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._for_evaluation(trainer, pl_module, "test", trainer.num_test_batches)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._drop(pl_module)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._drop(pl_module)
+
+    @staticmethod
+    def _drop(pl_module: pl.LightningModule) -> None:
+        if not pl_module.runtime.stored_features:  # stale once the backbone trains on; stored ones stay
+            pl_module.features = None
+
+    def _for_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
+                        counts: Sequence[int | float]) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if pl_module.runtime.stored_features or datamodule is None or datamodule.frames_in["eval"]:
+            return
+        mine = int(counts[0]) if counts else 0
+        # every process's batch count (they differ when the split does not divide evenly): the same list of
+        # videos on every process
+        everyone = trainer.strategy.all_gather(torch.tensor(mine, device=pl_module.device))
+        per_rank = [int(c) for c in everyone.reshape(-1).tolist()]
+        ids = datamodule.evaluation_videos(stage, per_rank)
+        table = self._new_table(pl_module, datamodule, pl_module.device)
+        with trainer.precision_plugin.forward_context():
+            self._fill(pl_module, datamodule, table, ids, pl_module.device)
+        pl_module.features = table
+
+    # ------------------------------------------------------------------------------ fast ablation mode
+    def _stored(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> FeatureTable:
+        """Every video's features, from the store file or computed once and stored."""
+        device = trainer.strategy.root_device
+        model = pl_module.model
+        model.backbone.to(device)
+        settings = self.store_settings(model, datamodule)
+        path = store_path(pl_module.runtime.feature_cache_dir, settings)
+        keys = [s.key_str for s in datamodule.videos]
+        rank = trainer.global_rank
+        table = self._new_table(pl_module, datamodule, device)
+        stored = load_store(path, settings) if rank == 0 else {}
+        known = [i for i, key in enumerate(keys) if key in stored]
+        rows = (torch.stack([stored[keys[i]] for i in known]) if known
+                else torch.zeros(0, model.num_clips, model.config.backbone.feature_dim))
+        ids, rows = broadcast_rows(torch.tensor(known, dtype=torch.long), rows, rows.shape[1:], device)
+        table.put(ids, rows)
+        missing = table.missing(range(len(keys)))
+        if missing:
+            log.info("computing the frozen backbone's clip features of %d videos (fast ablation mode) into %s",
+                     len(missing), path)
+            with torch.no_grad():
+                self._fill(pl_module, datamodule, table, missing, device)
+            if rank == 0:
+                features = table.features.cpu()
+                save_store(path, settings, {**stored, **{keys[i]: features[i] for i in missing}})
+        else:
+            log.info("clip features of all %d videos read from %s (fast ablation mode)", len(keys), path)
+        return table
+
+    # ------------------------------------------------------------------------------ shared
+    @staticmethod
+    def store_settings(model: nn.Module, datamodule) -> dict[str, Any]:
+        """What stored clip features depend on: this backbone's weights, the clip plan, the data's reads."""
+        transform = datamodule.reader.transform
+        return feature_store_settings(model.backbone, model.clip_frame_indices, datamodule.data_identity(),
+                                      transform.resize, transform.crop)
+
+    @staticmethod
+    def _new_table(pl_module: pl.LightningModule, datamodule, device: torch.device) -> FeatureTable:
+        return FeatureTable(len(datamodule.videos), pl_module.model.num_clips,
+                            pl_module.model.config.backbone.feature_dim, device)
+
+    @staticmethod
+    def _fill(pl_module: pl.LightningModule, datamodule, table: FeatureTable, ids: list[int],
+              device: torch.device) -> None:
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            batch_size = pl_module.runtime.feature_batch_size
+            pl_module.feature_passes += fill_table(
+                table, ids, model, lambda mine: datamodule.video_loader(mine, batch_size), datamodule.crop_flip_normalise,
+                device)
+        finally:
+            model.train(was_training)

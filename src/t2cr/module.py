@@ -11,24 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
+from torchmetrics.utilities.distributed import gather_all_tensors
 
-from t2cr import features as clip_store
 from t2cr import metrics
 from t2cr.config import to_dataclass
-from t2cr.data.cache import cache_identity
-from t2cr.distributed import gather_batch, world_size
-from t2cr.features import FeatureTable
+from t2cr.distributed import gather_batch
 from t2cr.losses import LossConfig, T2CRLoss
 from t2cr.models.t2cr import T2CR, T2CRConfig
 from t2cr.reliability import check_finite
 
+if TYPE_CHECKING:
+    from t2cr.features import FeatureTable
+
 log = logging.getLogger(__name__)
+
+# one evaluated query: what the metrics and predictions_*.csv are computed from
+ROW_FIELDS = ("index", "true", "pred", "direct", "contrastive", "scale", "group")
 
 
 @dataclass
@@ -82,7 +85,9 @@ class T2CRModule(pl.LightningModule):
             self.model.use_channels_last()
         if self.runtime.compile:
             self.model.backbone.compile()
-        self.features: FeatureTable | None = None  # clip features looked up by video id
+        # clip features looked up by video id, filled by the t2cr.features.ClipFeatures callback (evaluation
+        # loops, fast ablation mode); None: the batches carry frames
+        self.features: FeatureTable | None = None
         self.feature_passes = 0  # videos this process ran through the backbone to fill `features`
         self.criterion = T2CRLoss(self.loss_config, gather=gather_batch)
         self._outputs: dict[str, list[dict[str, float]]] = {"val": [], "test": []}
@@ -116,103 +121,20 @@ class T2CRModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         self._check_same_config()
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "use_stored_features"):
-            return  # plain loaders: frames in every batch, the backbone runs per batch
-        datamodule.use_stored_features(train=self.runtime.stored_features,
-                                       evaluation=self.runtime.eval_features_once or self.runtime.stored_features)
-        if self.runtime.stored_features and self.features is None:
-            self._load_or_compute_stored_features(datamodule)
 
     def _check_same_config(self) -> None:
-        """Refuse to run when the processes of a DDP job hold different configurations."""
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        """Refuse to run when the processes of a DDP job hold different configurations (every process sees
+        every digest, so all of them refuse together instead of some waiting in a collective)."""
+        if self._trainer is None or self.trainer.world_size == 1:
             return
-        digest = hashlib.sha256(json.dumps(self.hparams_initial, sort_keys=True, default=str).encode()).hexdigest()
-        everyone: list[str] = [None] * dist.get_world_size()  # type: ignore[list-item]
-        dist.all_gather_object(everyone, digest)
-        if len(set(everyone)) != 1:
-            raise RuntimeError(f"the DDP processes hold different model/loss/optim configurations "
-                               f"(hashes {everyone}); start every rank from the same resolved config")
+        digest = hashlib.sha256(json.dumps(self.hparams_initial, sort_keys=True, default=str).encode()).digest()
+        mine = torch.tensor(list(digest), dtype=torch.int64, device=self.device)
+        everyone = self.trainer.strategy.all_gather(mine)  # (processes, 32)
+        if not bool((everyone == mine).all()):
+            raise RuntimeError("the DDP processes hold different model/loss/optim configurations; start every "
+                               "rank from the same resolved config")
 
-    # --------------------------------------------------------------------------------- features
-    def _device_for_features(self) -> torch.device:
-        return self.trainer.strategy.root_device if self._trainer is not None else self.device
-
-    def _new_table(self, datamodule, device: torch.device) -> FeatureTable:
-        return FeatureTable(len(datamodule.videos), self.model.num_clips, self.model_config.backbone.feature_dim,
-                            device)
-
-    def _fill(self, table: FeatureTable, datamodule, ids: list[int], device: torch.device) -> None:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self.feature_passes += clip_store.fill_table(
-                table, ids, self.model,
-                lambda mine: datamodule.video_loader(mine, self.runtime.feature_batch_size),
-                datamodule.finish_batch, device)
-        finally:
-            self.model.train(was_training)
-
-    def stored_feature_settings(self, datamodule) -> dict[str, Any]:
-        """What stored clip features depend on: this backbone's weights, the clip plan, the data's reads."""
-        transform = datamodule.reader.transform
-        return clip_store.feature_store_settings(self.model.backbone, self.model.clip_frame_indices,
-                                                 cache_identity(datamodule.config), transform.resize, transform.crop)
-
-    @torch.no_grad()
-    def _load_or_compute_stored_features(self, datamodule) -> None:
-        """Fast ablation mode: every video's features, from the store file or computed once and stored."""
-        device = self._device_for_features()
-        self.model.backbone.to(device)
-        settings = self.stored_feature_settings(datamodule)
-        path = clip_store.store_path(self.runtime.feature_cache_dir, settings)
-        keys = [s.key_str for s in datamodule.videos]
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        table = self._new_table(datamodule, device)
-        stored = clip_store.load_store(path, settings) if rank == 0 else {}
-        known = [i for i, key in enumerate(keys) if key in stored]
-        ids = torch.tensor(known, dtype=torch.long)
-        rows = (torch.stack([stored[keys[i]] for i in known]) if known
-                else torch.zeros(0, self.model.num_clips, self.model_config.backbone.feature_dim))
-        ids, rows = clip_store.broadcast_rows(ids, rows, rows.shape[1:], device)
-        table.put(ids, rows)
-        missing = table.missing(range(len(keys)))
-        if missing:
-            log.info("computing the frozen backbone's clip features of %d videos (fast ablation mode) into %s",
-                     len(missing), path)
-            self._fill(table, datamodule, missing, device)
-            if rank == 0:
-                features = table.features.cpu()
-                clip_store.save_store(path, settings, {**stored, **{keys[i]: features[i] for i in missing}})
-        else:
-            log.info("clip features of all %d videos read from %s (fast ablation mode)", len(keys), path)
-        self.features = table
-
-    def _compute_evaluation_features(self, stage: str) -> None:
-        """Every video the loop reads (queries and their exemplars), once, each process a share of it."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.runtime.stored_features or datamodule is None or datamodule.frames_in["eval"]:
-            return
-        trainer = self.trainer
-        if trainer.sanity_checking:
-            limit: int | float = trainer.num_sanity_val_steps
-        else:
-            limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
-        limit = 1.0 if limit is None else limit
-
-        def batches_read(num_batches: int) -> int:
-            # Lightning's rule for limit_*_batches, applied to each process's own batch count
-            if isinstance(limit, int):
-                return min(num_batches, limit)
-            return num_batches if limit >= 1.0 else int(num_batches * limit)
-
-        ids = datamodule.evaluation_videos(stage, batches_read, trainer.world_size)
-        table = self._new_table(datamodule, self.device)
-        with self.trainer.precision_plugin.forward_context():
-            self._fill(table, datamodule, ids, self.device)
-        self.features = table
-
+    # --------------------------------------------------------------------------------- inputs
     def _videos(self, batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """The batch's videos under `name`, or their clip features looked up by video id."""
         if name in batch:
@@ -234,12 +156,10 @@ class T2CRModule(pl.LightningModule):
         # the global batch's values (the mean over processes, one collective for all terms): logged, and
         # checked once per step, so that a non-finite term on any process stops every process at this step
         names = list(terms)
-        values = torch.stack([terms[name].detach().float() for name in names])
-        if world_size() > 1:
-            dist.all_reduce(values)
-            values = values / world_size()
+        values = self.trainer.strategy.reduce(torch.stack([terms[name].detach().float() for name in names]),
+                                              reduce_op="mean")
         check_finite(dict(zip(names, values)), self.global_step)
-        size = batch["query_score"].shape[0] * world_size()
+        size = batch["query_score"].shape[0] * self.trainer.world_size
         for name, value in zip(names, values):
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size,
                      prog_bar=name == "total")
@@ -288,12 +208,6 @@ class T2CRModule(pl.LightningModule):
                                          "direct": direct[i], "contrastive": contrastive[i],
                                          "scale": float(scale[i]), "group": int(groups[i])})
 
-    def on_validation_epoch_start(self) -> None:
-        self._compute_evaluation_features("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._compute_evaluation_features("test")
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
         self._evaluation_step(batch, "val")
 
@@ -301,12 +215,17 @@ class T2CRModule(pl.LightningModule):
         self._evaluation_step(batch, "test")
 
     def _gather(self, split: str) -> list[dict[str, float]]:
+        """Every process's rows, sampler padding dropped: the whole split once, in index order."""
         rows = self._outputs[split]
         self._outputs[split] = []
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            everyone: list[list[dict[str, float]]] = [None] * dist.get_world_size()  # type: ignore[list-item]
-            dist.all_gather_object(everyone, rows)
-            rows = [row for part in everyone for row in part]
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # shares differ in length; torchmetrics' gather pads and trims them
+            mine = torch.tensor([[row[c] for c in ROW_FIELDS] for row in rows], dtype=torch.float64,
+                                device=self.device).reshape(-1, len(ROW_FIELDS))
+            table = torch.cat(gather_all_tensors(mine)).cpu().tolist()
+            rows = [dict(zip(ROW_FIELDS, values)) for values in table]
+            for row in rows:
+                row["index"], row["group"] = int(row["index"]), int(row["group"])
         unique = {row["index"]: row for row in rows}  # drop any sampler padding
         return [unique[i] for i in sorted(unique)]
 
@@ -354,7 +273,6 @@ class T2CRModule(pl.LightningModule):
         return values
 
     def on_validation_epoch_end(self) -> None:
-        self._drop_evaluation_features()
         values = self._epoch_metrics("val")
         if self.trainer.sanity_checking or not values:
             return
@@ -365,12 +283,6 @@ class T2CRModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_metrics("test")
-        self._drop_evaluation_features()
-
-    def _drop_evaluation_features(self) -> None:
-        # evaluation features are stale as soon as the backbone trains on; stored ones stay
-        if not self.runtime.stored_features:
-            self.features = None
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -380,10 +292,3 @@ class T2CRModule(pl.LightningModule):
         self.best = dict(checkpoint.get("t2cr_best", {}))
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         self._resumed_batches = int(progress.get("current", {}).get("completed", 0))
-
-
-def module_from_config(model: T2CRConfig | dict, loss: LossConfig | dict, optim: OptimConfig | dict,
-                       runtime: RuntimeConfig | dict | None = None, run: dict[str, Any] | None = None) -> T2CRModule:
-    as_dict = (lambda c: asdict(c) if not isinstance(c, dict) else c)
-    return T2CRModule(as_dict(model), as_dict(loss), as_dict(optim), None if runtime is None else as_dict(runtime),
-                      run=run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import uuid
@@ -21,6 +20,8 @@ from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.devices import cpus_per_process, processes_per_node
 from t2cr.distributed import GlobalBatchNorm
+from t2cr.features import ClipFeatures
+from t2cr.io import write_json, write_text  # noqa: F401 - write_json is re-exported for the CLIs
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
 
@@ -63,8 +64,19 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
+def aqa7_classes_name(classes: Any) -> str:
+    """`data.classes` of AQA-7 as a run name reads it: [1] -> diving, [2, 5] -> gym_vault+sync_diving_3m, null -> all."""
+    from t2cr.data.aqa7 import CLASS_NAMES
+
+    if classes is None:
+        return "all"
+    return "+".join(CLASS_NAMES.get(int(c), str(c)) for c in classes)
+
+
 if not OmegaConf.has_resolver("t2cr_dirname"):
     OmegaConf.register_new_resolver("t2cr_dirname", job_dirname)
+if not OmegaConf.has_resolver("t2cr_aqa7_classes"):
+    OmegaConf.register_new_resolver("t2cr_aqa7_classes", aqa7_classes_name)
 
 
 def is_rank_zero() -> bool:
@@ -142,17 +154,12 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_d
         benchmark=not t.deterministic,  # cuDNN picks the fastest convolution per shape, unless reproducing
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
-        num_sanity_val_steps=t.num_sanity_val_steps, logger=logger, callbacks=callbacks,
+        num_sanity_val_steps=t.num_sanity_val_steps, logger=logger,
+        callbacks=[*callbacks, ClipFeatures()],  # clip features once per evaluation / fast ablation store
         enable_progress_bar=cfg.get("callbacks", {}).get("progress", "rich") != "none",
         default_root_dir=str(run_dir), use_distributed_sampler=False,  # our samplers shard themselves
         plugins=[AtomicCheckpointIO(), *([GlobalBatchNorm()] if t.sync_batchnorm else [])],
     )
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
 
 
 def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[str]) -> None:
@@ -160,7 +167,7 @@ def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[s
     for row in rows:
         lines.append(f"{keys[row['index']]},{row['index']},{row['true']:.6f},{row['pred']:.6f},"
                      f"{row['direct']:.6f},{row['contrastive']:.6f}")
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, entry_module: str):

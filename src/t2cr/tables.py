@@ -172,39 +172,52 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(f)
 
 
-def load_run(path: Path) -> Run:
-    config: dict[str, Any] | None = None
-    problems = []
+def _load_config(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """The job's resolved config.yaml, else the one Hydra wrote at start (.hydra/config.yaml)."""
     for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
-        if candidate.is_file():
-            try:
-                loaded = _read_yaml(candidate)
-            except (OSError, yaml.YAMLError) as err:
-                problems.append(f"unreadable {candidate.name}: {err}")
-                continue
-            if isinstance(loaded, dict):
-                config = loaded
-                break
-    overrides: list[str] = []
-    if (path / ".hydra" / "overrides.yaml").is_file():
+        if not candidate.is_file():
+            continue
         try:
-            loaded = _read_yaml(path / ".hydra" / "overrides.yaml")
-            overrides = [str(o) for o in loaded or []]
-        except (OSError, yaml.YAMLError):
-            pass
-    metrics = None
+            loaded = _read_yaml(candidate)
+        except (OSError, yaml.YAMLError) as err:
+            problems.append(f"unreadable {candidate.name}: {err}")
+            continue
+        if isinstance(loaded, dict):
+            return loaded
+    return None
+
+
+def _load_overrides(path: Path) -> list[str]:
+    overrides_path = path / ".hydra" / "overrides.yaml"
+    if not overrides_path.is_file():
+        return []
+    try:
+        return [str(o) for o in _read_yaml(overrides_path) or []]
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def _load_metrics(path: Path, problems: list[str]) -> dict[str, Any] | None:
     metrics_path = path / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            loaded = json.loads(metrics_path.read_text())
-            if isinstance(loaded, dict):
-                metrics = loaded
-            else:
-                problems.append("metrics.json is not a mapping")
-        except (OSError, ValueError) as err:
-            problems.append(f"unreadable metrics.json: {err}")
-    else:
+    if not metrics_path.is_file():
         problems.append("no metrics.json")
+        return None
+    try:
+        loaded = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as err:
+        problems.append(f"unreadable metrics.json: {err}")
+        return None
+    if not isinstance(loaded, dict):
+        problems.append("metrics.json is not a mapping")
+        return None
+    return loaded
+
+
+def load_run(path: Path) -> Run:
+    problems: list[str] = []
+    config = _load_config(path, problems)
+    overrides = _load_overrides(path)
+    metrics = _load_metrics(path, problems)
     if config is None:
         problems.append("no config.yaml")
     return Run(path=path, config=config, metrics=metrics, overrides=overrides,
@@ -463,146 +476,225 @@ def _paper_values(row: dict[str, Any] | None) -> dict[str, float | None]:
     return {m: (float(row[m]) if row.get(m) is not None else None) for m in METRICS}
 
 
+def _row_results(specs: dict[str, dict[str, Any]]) -> dict[str, RowResult]:
+    return {name: RowResult(name=name, label=str(row.get("label", name)), paper=_paper_values(row))
+            for name, row in specs.items()}
+
+
+def _missing_issues(results: dict[str, RowResult], detail: str) -> list[Issue]:
+    return [Issue("missing", detail, row=name) for name, result in results.items() if result.n == 0]
+
+
+def _open_row_specs(runs: Sequence[Run], row_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """No paper values (Fig. 7): one row per distinct setting among the runs, in the order of the values."""
+    specs: dict[str, dict[str, Any]] = {}
+    for run in sorted(runs, key=lambda r: [_seed_order(r.get(k)) for k in row_keys]):
+        name = " / ".join(show(run.get(k)) for k in row_keys)
+        specs.setdefault(name, {"match": {k: run.get(k) for k in row_keys}})
+    return specs
+
+
+@dataclass
+class _Placed:
+    """The runs placed so far: the rows' results, each row's runs, and where each (row, seed) came from."""
+
+    results: dict[str, RowResult]
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    paths: dict[tuple[str, Any], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.runs = {name: [] for name in self.results}
+
+
+def _place_plain_run(run: Run, matches: dict[str, dict[str, Any]], row_keys: list[str], keys: dict[str, str],
+                     placed: _Placed) -> Issue | None:
+    """Put one run's metrics into its row; the issue when it cannot be used."""
+    names = [name for name, match in matches.items() if _row_matches(run, match)]
+    if not names:
+        values = ", ".join(f"{k}={show(run.get(k))}" for k in row_keys)
+        return Issue("unmatched", f"no row has {values}", seed=run.seed, path=str(run.path))
+    name = names[0]
+    if run.failed:
+        return _failed_issue(run, name)
+    placed.runs[name].append(run)
+    values, why = _read_metrics(run, keys)
+    if values is None:
+        return Issue("no-metric", why, row=name, seed=run.seed, path=str(run.path))
+    if (name, run.seed) in placed.paths:
+        return Issue("duplicate", f"seed already read from {placed.paths[name, run.seed]}; this run is not used",
+                     row=name, seed=run.seed, path=str(run.path))
+    placed.paths[name, run.seed] = str(run.path)
+    for m in METRICS:
+        placed.results[name].values[m][run.seed] = values[m]
+    return None
+
+
 def _build_plain(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str],
                  known: list[str]) -> tuple[list[RowResult], list[Issue]]:
     row_keys = _row_keys(spec)
-    issues: list[Issue] = []
     specs = spec.get("rows")
-    open_rows = specs is None
-    if open_rows:  # no paper values (Fig. 7): one row per distinct setting among the runs
-        specs = {}
-        for run in sorted(runs, key=lambda r: [_seed_order(r.get(k)) for k in row_keys]):
-            name = " / ".join(show(run.get(k)) for k in row_keys)
-            specs.setdefault(name, {"match": {k: run.get(k) for k in row_keys}})
+    if specs is None:
+        specs = _open_row_specs(runs, row_keys)
     matches = {name: _row_match(spec, name, row) for name, row in specs.items()}
-    results = {name: RowResult(name=name, label=str(row.get("label", name)), paper=_paper_values(row))
-               for name, row in specs.items()}
-    paths: dict[tuple[str, Any], str] = {}
-    rows_runs: dict[str, list[Run]] = {name: [] for name in specs}
-    for run in runs:
-        names = [name for name, match in matches.items() if _row_matches(run, match)]
-        if not names:
-            values = ", ".join(f"{k}={show(run.get(k))}" for k in row_keys)
-            issues.append(Issue("unmatched", f"no row has {values}", seed=run.seed, path=str(run.path)))
-            continue
-        name = names[0]
-        if run.failed:
-            issues.append(_failed_issue(run, name))
-            continue
+    placed = _Placed(_row_results(specs))
+    issues = [issue for run in runs if (issue := _place_plain_run(run, matches, row_keys, keys, placed))]
+    issues += _missing_issues(placed.results, "no finished run")
+    issues += _mixed_issues(placed.runs, set(row_keys) | set(spec.get("filter") or {}) | {"seed"}, known)
+    return list(placed.results.values()), issues
+
+
+#: (row, seed) -> fold (canon; "" without folds) -> (metrics, path)
+_Cells = dict[tuple[str, Any], dict[str, tuple[dict[str, float], str]]]
+
+
+@dataclass
+class _Groups:
+    """A ``groups`` table: one row per group (AQA-7 class, JIGSAWS task), combined over the folds if any."""
+
+    group_key: str
+    fold_key: str | None
+    folds: list[str]  # canon
+    fold_show: dict[str, str]  # canon -> shown
+    specs: dict[str, dict[str, Any]]
+    by_group: dict[str, str]  # canon group value -> row name
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> _Groups:
+        folds = spec.get("folds") or []
+        rows: dict[str, dict[str, Any]] = spec["rows"]
+        return cls(group_key=spec["group_key"], fold_key=spec.get("fold_key"), folds=[canon(f) for f in folds],
+                   fold_show={canon(f): show(f) for f in folds}, specs=rows,
+                   by_group={canon(row["group"]): name for name, row in rows.items()})
+
+    def groups_of(self, run: Run) -> tuple[list[Any], bool]:
+        """The groups a run covers, and whether it covers only one (then its metrics are the group's)."""
+        value = run.get(self.group_key)
+        if value is None:  # e.g. data.classes=null: one model on every class
+            return [row["group"] for row in self.specs.values()], False
+        if isinstance(value, (list, tuple)):
+            return list(value), len(value) == 1
+        return [value], True
+
+    def fold_of(self, run: Run) -> str:
+        return canon(run.get(self.fold_key)) if self.fold_key else ""
+
+    def fold_where(self, run: Run) -> str:
+        return f"{self.fold_key}={show(run.get(self.fold_key))}" if self.fold_key else ""
+
+    def fold_text(self, run: Run) -> str:
+        return f", {self.fold_where(run)}" if self.fold_key else ""
+
+    def metric_keys(self, keys: dict[str, str], name: str, single: bool) -> dict[str, str]:
+        if single:
+            return keys
+        group = str(self.specs[name].get("metric_name", name))
+        return {m: _group_metric_key(k, group) for m, k in keys.items()}
+
+    def combine(self, cell: dict[str, tuple[dict[str, float], str]]) -> tuple[float, float]:
+        """Spearman (Fisher z over the folds) and R-l2 (plain mean over the folds) of one row and seed."""
+        if not self.fold_key:
+            return cell[""][0]["spearman"], cell[""][0]["rl2"]
+        sp = fisher_z_mean([cell[f][0]["spearman"] for f in self.folds])
+        return sp, sum(cell[f][0]["rl2"] for f in self.folds) / len(self.folds)
+
+
+def _match_groups(run: Run, layout: _Groups, groups: list[Any]) -> tuple[list[str], list[Issue]]:
+    names, issues = [], []
+    for g in groups:
+        name = layout.by_group.get(canon(g))
+        if name is None:
+            issues.append(Issue("unmatched", f"no row for {layout.group_key} value {show(g)}{layout.fold_text(run)}",
+                                seed=run.seed, path=str(run.path)))
+        else:
+            names.append(name)
+    return names, issues
+
+
+def _add_cell(run: Run, name: str, metric_keys: dict[str, str], layout: _Groups, cells: _Cells) -> Issue | None:
+    values, why = _read_metrics(run, metric_keys)
+    if values is None:
+        return Issue("no-metric", why + layout.fold_text(run), row=name, seed=run.seed, path=str(run.path))
+    cell = cells.setdefault((name, run.seed), {})
+    fold = layout.fold_of(run)
+    if fold in cell:
+        return Issue("duplicate", f"already read from {cell[fold][1]}{layout.fold_text(run)}; this run is "
+                     "not used", row=name, seed=run.seed, path=str(run.path))
+    cell[fold] = (values, str(run.path))
+    return None
+
+
+def _place_group_run(run: Run, layout: _Groups, keys: dict[str, str], cells: _Cells,
+                     rows_runs: dict[str, list[Run]]) -> list[Issue]:
+    """Put one run's metrics into the cell (row, seed, fold) of each group it covers; the issues."""
+    groups, single = layout.groups_of(run)
+    names, issues = _match_groups(run, layout, groups)
+    if not names:
+        return issues
+    if layout.fold_key and layout.fold_of(run) not in layout.folds:
+        issues.append(Issue("unmatched", f"{layout.fold_where(run)} is not one of the folds "
+                            f"{', '.join(layout.fold_show.values())}", row=",".join(names), seed=run.seed,
+                            path=str(run.path)))
+        return issues
+    if run.failed:
+        return [*issues, _failed_issue(run, ",".join(names), layout.fold_where(run))]
+    for name in names:
         rows_runs[name].append(run)
-        values, why = _read_metrics(run, keys)
-        if values is None:
-            issues.append(Issue("no-metric", why, row=name, seed=run.seed, path=str(run.path)))
+        issue = _add_cell(run, name, layout.metric_keys(keys, name, single), layout, cells)
+        if issue is not None:
+            issues.append(issue)
+    return issues
+
+
+def _combine_cells(cells: _Cells, layout: _Groups, results: dict[str, RowResult]) -> list[Issue]:
+    """Per row and seed: combine the folds into the row's value (a seed without every fold is left out)."""
+    issues = []
+    for (name, seed), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], _seed_order(kv[0][1]))):
+        have = [f for f in layout.folds if f in cell]
+        if len(have) < len(layout.folds):
+            lacking = [layout.fold_show[f] for f in layout.folds if f not in cell]
+            issues.append(Issue("incomplete", f"{layout.fold_key} {', '.join(layout.fold_show[f] for f in have)} of "
+                                f"{', '.join(layout.fold_show.values())} finished (missing {', '.join(lacking)}); "
+                                "this seed is left out of the row", row=name, seed=seed))
             continue
-        result = results[name]
-        if (name, run.seed) in paths:
-            issues.append(Issue("duplicate", f"seed already read from {paths[name, run.seed]}; this run is not used",
-                                row=name, seed=run.seed, path=str(run.path)))
+        sp, rl2 = layout.combine(cell)
+        results[name].values["spearman"][seed] = sp
+        results[name].values["rl2"][seed] = rl2
+    return issues
+
+
+def _average_row(rows: list[RowResult], average_spec: dict[str, Any]) -> tuple[RowResult, list[Issue]]:
+    """The average over the rows, per seed: Fisher z for the correlation, the plain mean for R-l2."""
+    average = RowResult(name="average", label=str(average_spec.get("label", "Avg.")),
+                        paper=_paper_values(average_spec), average=True)
+    issues = []
+    for seed in sorted({s for r in rows for s in r.values["spearman"]}, key=_seed_order):
+        lacking = [r.name for r in rows if seed not in r.values["spearman"]]
+        if lacking:
+            issues.append(Issue("incomplete", f"no value for {', '.join(lacking)}; this seed is left out "
+                                "of the average", row=average.name, seed=seed))
             continue
-        paths[name, run.seed] = str(run.path)
-        for m in METRICS:
-            result.values[m][run.seed] = values[m]
-    for name, result in results.items():
-        if result.n == 0:
-            issues.append(Issue("missing", "no finished run", row=name))
-    issues += _mixed_issues(rows_runs, set(row_keys) | set(spec.get("filter") or {}) | {"seed"}, known)
-    return list(results.values()), issues
+        average.values["spearman"][seed] = fisher_z_mean([r.values["spearman"][seed] for r in rows])
+        average.values["rl2"][seed] = sum(r.values["rl2"][seed] for r in rows) / len(rows)
+    if average.n == 0:
+        issues.append(Issue("missing", "no seed has a value for every row", row=average.name))
+    return average, issues
 
 
 def _build_groups(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str],
                   known: list[str]) -> tuple[list[RowResult], list[Issue]]:
-    group_key: str = spec["group_key"]
-    fold_key: str | None = spec.get("fold_key")
-    folds = [canon(f) for f in spec.get("folds") or []]
-    fold_show = {canon(f): show(f) for f in spec.get("folds") or []}
-    specs: dict[str, dict[str, Any]] = spec["rows"]
-    by_group = {canon(row["group"]): name for name, row in specs.items()}
-    results = {name: RowResult(name=name, label=str(row.get("label", name)), paper=_paper_values(row))
-               for name, row in specs.items()}
-    issues: list[Issue] = []
-    # (row, seed) -> fold (canon; "" without folds) -> (spearman, rl2, path)
-    cells: dict[tuple[str, Any], dict[str, tuple[dict[str, float], str]]] = {}
-    rows_runs: dict[str, list[Run]] = {name: [] for name in specs}
-    for run in runs:
-        value = run.get(group_key)
-        if value is None:  # e.g. data.classes=null: one model on every class
-            groups, single = [row["group"] for row in specs.values()], False
-        elif isinstance(value, (list, tuple)):
-            groups, single = list(value), len(value) == 1
-        else:
-            groups, single = [value], True
-        fold = canon(run.get(fold_key)) if fold_key else ""
-        fold_where = f"{fold_key}={show(run.get(fold_key))}" if fold_key else ""
-        fold_text = f", {fold_where}" if fold_key else ""
-        names = []
-        for g in groups:
-            name = by_group.get(canon(g))
-            if name is None:
-                issues.append(Issue("unmatched", f"no row for {group_key} value {show(g)}{fold_text}",
-                                    seed=run.seed, path=str(run.path)))
-            else:
-                names.append(name)
-        if not names:
-            continue
-        if fold_key and fold not in folds:
-            issues.append(Issue("unmatched", f"{fold_key}={show(run.get(fold_key))} is not one of the folds "
-                                f"{', '.join(fold_show.values())}", row=",".join(names), seed=run.seed,
-                                path=str(run.path)))
-            continue
-        if run.failed:
-            issues.append(_failed_issue(run, ",".join(names), fold_where))
-            continue
-        for name in names:
-            rows_runs[name].append(run)
-            group_keys = keys if single else {
-                m: _group_metric_key(k, str(specs[name].get("metric_name", name))) for m, k in keys.items()}
-            values, why = _read_metrics(run, group_keys)
-            if values is None:
-                issues.append(Issue("no-metric", why + fold_text, row=name, seed=run.seed, path=str(run.path)))
-                continue
-            cell = cells.setdefault((name, run.seed), {})
-            if fold in cell:
-                issues.append(Issue("duplicate", f"already read from {cell[fold][1]}{fold_text}; this run is "
-                                    "not used", row=name, seed=run.seed, path=str(run.path)))
-                continue
-            cell[fold] = (values, str(run.path))
-    # per row and seed: combine the folds (Fisher z / plain mean)
-    for (name, seed), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], _seed_order(kv[0][1]))):
-        if fold_key:
-            have = [f for f in folds if f in cell]
-            if len(have) < len(folds):
-                lacking = [fold_show[f] for f in folds if f not in cell]
-                issues.append(Issue("incomplete", f"{fold_key} {', '.join(fold_show[f] for f in have)} of "
-                                    f"{', '.join(fold_show.values())} finished (missing {', '.join(lacking)}); "
-                                    "this seed is left out of the row", row=name, seed=seed))
-                continue
-            sp = fisher_z_mean([cell[f][0]["spearman"] for f in folds])
-            rl2 = sum(cell[f][0]["rl2"] for f in folds) / len(folds)
-        else:
-            sp, rl2 = cell[""][0]["spearman"], cell[""][0]["rl2"]
-        results[name].values["spearman"][seed] = sp
-        results[name].values["rl2"][seed] = rl2
-    for name, result in results.items():
-        if result.n == 0:
-            issues.append(Issue("missing", "no finished run" + (" set of all folds" if fold_key else ""), row=name))
+    layout = _Groups.from_spec(spec)
+    results = _row_results(layout.specs)
+    cells: _Cells = {}
+    rows_runs: dict[str, list[Run]] = {name: [] for name in layout.specs}
+    issues = [issue for run in runs for issue in _place_group_run(run, layout, keys, cells, rows_runs)]
+    issues += _combine_cells(cells, layout, results)
+    issues += _missing_issues(results, "no finished run" + (" set of all folds" if layout.fold_key else ""))
     rows = list(results.values())
-    average_spec = spec.get("average")
-    if average_spec is not None:
-        average = RowResult(name="average", label=str(average_spec.get("label", "Avg.")),
-                            paper=_paper_values(average_spec), average=True)
-        seeds = sorted({s for r in rows for s in r.values["spearman"]}, key=_seed_order)
-        for seed in seeds:
-            lacking = [r.name for r in rows if seed not in r.values["spearman"]]
-            if lacking:
-                issues.append(Issue("incomplete", f"no value for {', '.join(lacking)}; this seed is left out "
-                                    "of the average", row=average.name, seed=seed))
-                continue
-            average.values["spearman"][seed] = fisher_z_mean([r.values["spearman"][seed] for r in rows])
-            average.values["rl2"][seed] = sum(r.values["rl2"][seed] for r in rows) / len(rows)
-        if average.n == 0:
-            issues.append(Issue("missing", "no seed has a value for every row", row=average.name))
+    if spec.get("average") is not None:
+        average, more = _average_row(rows, spec["average"])
+        issues += more
         rows.append(average)
-    ignore = {group_key, "seed"} | ({fold_key} if fold_key else set()) | set(spec.get("filter") or {})
+    ignore = {layout.group_key, "seed"} | ({layout.fold_key} if layout.fold_key else set()) | set(spec.get("filter") or {})
     issues += _mixed_issues(rows_runs, ignore, known)
     return rows, issues
 

@@ -13,10 +13,11 @@ Layout of a cache folder:
     samples/<name>.json  {"key", "frames": frame number of each row, "frame_count", "shape", "bytes"}
     manifest.json        settings + number of samples, frames and bytes, and the entries; written last
 
-Every file is written under a temporary name and renamed into place (os.replace), the sample's .json
-after its .npy, so an interrupted prepare never leaves a truncated file and a rerun continues where it
-stopped (samples whose files are complete for the same settings are skipped). A folder without
-manifest.json, or whose manifest was made for other settings, is never read as a cache.
+Every file is written under a temporary name and renamed into place (t2cr.io.atomic_write), the
+sample's .json after its .npy, so an interrupted prepare never leaves a truncated file and a rerun
+continues where it stopped (samples whose files are complete for the same settings are skipped). A
+folder without manifest.json, or whose manifest was made for other settings, is never read as a cache.
+Concurrent prepares of one folder take turns (a filelock on its .lock file).
 
 Resizing: frames are resized with exactly the operation VideoTransform applies (torch bilinear,
 antialias, on float frames in [0, 1]) and rounded to uint8; VideoTransform then skips its own resize
@@ -31,16 +32,14 @@ There is no implicit cache location: without data.cache_dir no cache is read or 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
-import json
 import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +49,7 @@ import numpy as np
 from t2cr.data.frames import FrameSource, VideoFileSource, build_frame_source
 from t2cr.data.samples import Sample
 from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
-
-try:  # POSIX only; elsewhere concurrent prepares are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from t2cr.io import atomic_write, file_lock, read_json, remove_temporaries, write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +126,6 @@ def entry_name(sample: Sample) -> str:
     if name != key or not name or name.startswith("."):
         name = f"{name.lstrip('.')}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     return name
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def cache_status(cache_dir: str | os.PathLike | None, config) -> str:
@@ -285,38 +273,9 @@ class PrepareSummary:
     seconds: float
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> int:
-    """Write through `write(handle)` to a temporary sibling, then rename it into place; returns the size."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        size = temporary.stat().st_size
-        os.replace(temporary, path)
-        return size
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    text = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
-    _write_atomic(path, lambda handle: handle.write(text))
-
-
-@contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(cache_dir / LOCK_FILE, "a") as handle:  # "a": the lock file is never modified
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _save_array(path: Path, frames: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would add ".npy" to a path without it
+        np.save(handle, frames)
 
 
 def _claim(cache_dir: Path) -> None:
@@ -330,12 +289,6 @@ def _claim(cache_dir: Path) -> None:
         raise ValueError(f"data.cache_dir={cache_dir} holds other files than a frame cache ({', '.join(foreign[:5])}"
                          f"{' ...' if len(foreign) > 5 else ''}); choose an empty or new folder")
     (cache_dir / SAMPLES_DIR).mkdir(exist_ok=True)
-
-
-def _remove_temporaries(cache_dir: Path) -> None:
-    for folder in (cache_dir, cache_dir / SAMPLES_DIR):
-        for stale in folder.glob(".*.tmp-*"):  # left by a killed prepare
-            stale.unlink(missing_ok=True)
 
 
 def _cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list[int]) -> dict | None:
@@ -353,6 +306,99 @@ def _cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: lis
     return index
 
 
+def _resize_of(resize_hw: Sequence[int] | None, config) -> list[int]:
+    if resize_hw is None:
+        if config is None:
+            raise ValueError("prepare_cache needs resize_hw or config")
+        resize_hw = config.transform.resize
+    return [int(v) for v in resize_hw]
+
+
+def _unique_entries(samples: Sequence[Sample]) -> dict[str, Sample]:
+    """Entry name -> sample, each sample once; two different samples on one name are refused."""
+    unique: dict[str, Sample] = {}
+    for sample in samples:
+        name = entry_name(sample)
+        if name in unique and unique[name] != sample:
+            raise ValueError(f"samples {unique[name].key_str} and {sample.key_str} share the cache entry {name} but "
+                             "differ")
+        unique.setdefault(name, sample)
+    return unique
+
+
+def _start_over_unless_made_for(cache_dir: Path, settings: dict[str, Any]) -> None:
+    """A new cache, or one made for other settings, loses its entries and gets these settings."""
+    if read_json(cache_dir / SETTINGS_FILE) == settings:
+        return
+    (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    for stale in (cache_dir / SAMPLES_DIR).iterdir():
+        if stale.suffix in (".npy", ".json"):
+            stale.unlink()
+    write_json(cache_dir / SETTINGS_FILE, settings, indent=1)
+
+
+_Todo = tuple[str, Sample, np.ndarray]  # entry name, sample, frame numbers to cache
+
+
+def _split_cached(unique: dict[str, Sample], reader, samples_dir: Path,
+                  resize: list[int]) -> tuple[dict[str, dict], list[_Todo]]:
+    """The indexes of the entries already complete, and the entries still to write."""
+    indexes: dict[str, dict] = {}
+    todo: list[_Todo] = []
+    for name, sample in unique.items():
+        numbers = np.asarray(reader.candidate_frames(sample), dtype=np.int64)
+        index = _cached_index(samples_dir, name, numbers, resize)
+        if index is None:
+            todo.append((name, sample, numbers))
+        else:
+            indexes[name] = index
+    return indexes, todo
+
+
+def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int], name: str, sample: Sample,
+                   numbers: np.ndarray) -> tuple[str, dict]:
+    """Decode, resize and write one entry: its .npy, then its .json index (which marks it complete)."""
+    frames = _decode(raw_source, sample, numbers, resize)
+    count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
+    size = atomic_write(samples_dir / f"{name}.npy", lambda to: _save_array(to, frames))
+    index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
+             "shape": list(frames.shape), "bytes": size}
+    write_json(samples_dir / f"{name}.json", index, indent=1)
+    return name, index
+
+
+def _run_each(task: Callable[..., Any], items: Sequence[tuple], workers: int) -> Iterator[Any]:
+    """`task(*item)` for every item, results as they finish: in order on this thread for workers <= 1,
+    else on `workers` threads. The first error cancels what has not started and is raised."""
+    if workers <= 1:
+        for item in items:
+            yield task(*item)
+        return
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2cr-prepare") as pool:
+        pending = {pool.submit(task, *item) for item in items}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+                yield future.result()
+
+
+def _write_manifest(cache_dir: Path, settings: dict[str, Any], names: list[str],
+                    indexes: dict[str, dict]) -> tuple[int, int]:
+    """Write the manifest (last: it marks the cache complete) unless it is there already; (frames, bytes)."""
+    frames = sum(int(index["shape"][0]) for index in indexes.values())
+    size = sum(int(index["bytes"]) for index in indexes.values())
+    manifest = {**settings, "samples": len(names), "frames": frames, "bytes": size, "entries": sorted(names)}
+    if read_json(cache_dir / MANIFEST_FILE) != manifest:
+        write_json(cache_dir / MANIFEST_FILE, manifest, indent=1)
+    return frames, size
+
+
 def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, cache_dir: str | os.PathLike,
                   resize_hw: Sequence[int] | None = None, *, config=None, workers: int = 2,
                   progress: ProgressFn | None = None) -> PrepareSummary:
@@ -365,90 +411,32 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     """
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
-    if resize_hw is None:
-        if config is None:
-            raise ValueError("prepare_cache needs resize_hw or config")
-        resize_hw = config.transform.resize
-    resize = [int(v) for v in resize_hw]
+    resize = _resize_of(resize_hw, config)
     if reader.source is not raw_source:
         reader = copy.copy(reader)
         reader.source = raw_source
     settings = (cache_settings(config, resize) if config is not None
                 else _settings_without_config(reader, raw_source, resize))
-
-    unique: dict[str, Sample] = {}
-    for sample in samples:
-        name = entry_name(sample)
-        if name in unique and unique[name] != sample:
-            raise ValueError(f"samples {unique[name].key_str} and {sample.key_str} share the cache entry {name} but "
-                             "differ")
-        unique.setdefault(name, sample)
+    unique = _unique_entries(samples)
 
     _claim(cache_dir)
     samples_dir = cache_dir / SAMPLES_DIR
-    with _locked(cache_dir):
-        _remove_temporaries(cache_dir)
-        if read_json(cache_dir / SETTINGS_FILE) != settings:  # new, or made for other settings: start over
-            (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
-            for stale in samples_dir.iterdir():
-                if stale.suffix in (".npy", ".json"):
-                    stale.unlink()
-            _write_json(cache_dir / SETTINGS_FILE, settings)
-
-        indexes: dict[str, dict] = {}
-        todo: list[tuple[str, Sample, np.ndarray]] = []
-        for name, sample in unique.items():
-            numbers = np.asarray(reader.candidate_frames(sample), dtype=np.int64)
-            index = _cached_index(samples_dir, name, numbers, resize)
-            if index is None:
-                todo.append((name, sample, numbers))
-            else:
-                indexes[name] = index
+    with file_lock(cache_dir / LOCK_FILE):
+        remove_temporaries(cache_dir)  # left by a killed prepare
+        remove_temporaries(samples_dir)
+        _start_over_unless_made_for(cache_dir, settings)
+        indexes, todo = _split_cached(unique, reader, samples_dir, resize)
         reused = len(indexes)
         if todo:
             (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)  # incomplete until the new one is written
         if progress is not None:
             progress(reused, len(unique))
-
-        def prepare_one(name: str, sample: Sample, numbers: np.ndarray) -> tuple[str, dict]:
-            frames = _decode(raw_source, sample, numbers, resize)
-            count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
-            size = _write_atomic(samples_dir / f"{name}.npy", lambda handle: np.save(handle, frames))
-            index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
-                     "shape": list(frames.shape), "bytes": size}
-            _write_json(samples_dir / f"{name}.json", index)
-            return name, index
-
-        done = reused
-        if workers <= 1:
-            for item in todo:
-                name, index = prepare_one(*item)
-                indexes[name] = index
-                done += 1
-                if progress is not None:
-                    progress(done, len(unique))
-        elif todo:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2cr-prepare") as pool:
-                pending = {pool.submit(prepare_one, *item) for item in todo}
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        if future.exception() is not None:
-                            for other in pending:
-                                other.cancel()
-                            raise future.exception()
-                        name, index = future.result()
-                        indexes[name] = index
-                        done += 1
-                        if progress is not None:
-                            progress(done, len(unique))
-
-        frames = sum(int(index["shape"][0]) for index in indexes.values())
-        size = sum(int(index["bytes"]) for index in indexes.values())
-        manifest = {**settings, "samples": len(unique), "frames": frames, "bytes": size,
-                    "entries": sorted(unique)}
-        if read_json(cache_dir / MANIFEST_FILE) != manifest:  # written last: marks the cache complete
-            _write_json(cache_dir / MANIFEST_FILE, manifest)
+        prepare_one = functools.partial(_prepare_entry, raw_source, samples_dir, resize)
+        for name, index in _run_each(prepare_one, todo, workers):
+            indexes[name] = index
+            if progress is not None:
+                progress(len(indexes), len(unique))
+        frames, size = _write_manifest(cache_dir, settings, list(unique), indexes)
     return PrepareSummary(cache_dir, len(unique), len(todo), reused, frames, size, time.perf_counter() - start)
 
 

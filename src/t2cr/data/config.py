@@ -2,11 +2,62 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from t2cr.data.synthetic import SyntheticConfig
+import numpy as np
+
 from t2cr.data.transforms import TransformConfig
+
+
+@dataclass
+class SyntheticConfig:
+    """What the embedded dataset generator (t2cr.data.synthetic) makes; every field except `root` is part of
+    the dataset's identity. The schema of `data.synthetic`; it lives here so that reading a data config
+    does not import the generator."""
+
+    root: str = "data/synthetic"
+    seed: int = 0
+    num_train: int = 96
+    num_test: int = 48
+    num_events: int = 4
+    frames_per_dive: int = 32
+    gap_frames: int = 4
+    height: int = 64
+    width: int = 64
+    num_judges: int = 7
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, (str, os.PathLike)) or not str(self.root):
+            raise ValueError(f"synthetic.root must be a non-empty path, got {self.root!r}")
+        minimum = {"seed": 0, "num_train": 1, "num_test": 1, "num_events": 1, "frames_per_dive": 16,
+                   "gap_frames": 0, "height": 16, "width": 16, "num_judges": 3, "jpeg_quality": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"synthetic.{name} must be an integer, got {value!r}")
+            if value < low:
+                raise ValueError(f"synthetic.{name} must be >= {low}, got {value}")
+            setattr(self, name, int(value))
+        if self.num_events > 99:
+            raise ValueError(f"synthetic.num_events must be <= 99 (two-digit event folders), got {self.num_events}")
+        if self.num_events > self.num_samples:
+            raise ValueError(f"synthetic.num_events ({self.num_events}) exceeds the number of samples "
+                             f"({self.num_samples}); every event needs at least one dive")
+        if self.num_judges % 2 == 0:
+            raise ValueError(f"synthetic.num_judges must be odd (the middle three are kept), got {self.num_judges}")
+        if self.jpeg_quality > 95:
+            raise ValueError(f"synthetic.jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_train + self.num_test
+
+    def identity(self) -> dict[str, int]:
+        """The fields that define the dataset's content (all but root)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
 
 
 @dataclass
@@ -52,3 +103,13 @@ class DataConfig:
     seed: int = 0
     transform: TransformConfig = field(default_factory=TransformConfig)
     synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use
+
+
+def ensure_generated(config: DataConfig) -> None:
+    """Generate the data that `config` asks to be generated (data.synthetic: the embedded demo dataset,
+    once, under data.synthetic.root); nothing for real data. The generator is imported only here, when a
+    config asks for it, so the data path of real datasets never loads it."""
+    if config.synthetic is not None:
+        from t2cr.data.synthetic import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(config.synthetic)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,13 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from t2cr.data.annotations import read_annotations
-from t2cr.data.cache import CachedFrameSource, open_frame_source
+from t2cr.data.cache import CachedFrameSource, cache_identity, open_frame_source
 from t2cr.data.check import check_samples, format_report, problem_keys
-from t2cr.data.config import DataConfig
+from t2cr.data.config import DataConfig, ensure_generated
 from t2cr.data.exemplars import ExemplarPools, stable_rng
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
-from t2cr.data.synthetic import ensure_synthetic_dataset
 from t2cr.data.transforms import VideoTransform
 from t2cr.devices import available_cpus, loader_workers
 
@@ -92,13 +91,13 @@ class ScoreSpace:
 VIDEO_NAMES = ("query", "exemplar", "exemplars", "video")
 
 
-def finish_frames(batch: dict, transform: VideoTransform) -> dict:
+def crop_flip_normalise_batch(batch: dict, transform: VideoTransform) -> dict:
     """uint8 frames + crop/flip draws (<name>_frames / _offsets / _flip) -> normalised float <name>."""
     for name in VIDEO_NAMES:
         if f"{name}_frames" in batch:
             frames = batch.pop(f"{name}_frames")
             out = _shared_output(frames, transform) if get_worker_info() is not None else None
-            batch[name] = transform.finish(frames, batch.pop(f"{name}_offsets"), batch.pop(f"{name}_flip"), out)
+            batch[name] = transform.crop_flip_normalise(frames, batch.pop(f"{name}_offsets"), batch.pop(f"{name}_flip"), out)
     return batch
 
 
@@ -110,19 +109,19 @@ def _shared_output(frames: torch.Tensor, transform: VideoTransform) -> torch.Ten
     return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
 
 
-class FinishingCollate:
-    """Collate uint8 items, then finish the whole batch at once (CPU training: in the loader workers).
+class CropFlipNormaliseCollate:
+    """Collate uint8 items, then crop, flip and normalise the whole batch at once (CPU training: in the loader workers).
 
-    Stacking uint8 and writing each float once is cheaper than finishing item by item and stacking floats."""
+    Stacking uint8 and writing each float once is cheaper than normalising item by item and stacking floats."""
 
     def __init__(self, transform: VideoTransform) -> None:
         self.transform = transform
 
     def __call__(self, items: list[dict]) -> dict:
-        # the uint8 frames are stacked in private memory: only the finished floats travel to the main process
+        # the uint8 frames are stacked in private memory: only the normalised floats travel to the main process
         frames = {key: torch.stack([item.pop(key) for item in items]) for key in list(items[0])
                   if key.endswith("_frames")}
-        return finish_frames({**default_collate(items), **frames}, self.transform)
+        return crop_flip_normalise_batch({**default_collate(items), **frames}, self.transform)
 
 
 def add_frames(item: dict, name: str, raws: Sequence[dict[str, torch.Tensor]], stacked: bool) -> None:
@@ -133,7 +132,7 @@ def add_frames(item: dict, name: str, raws: Sequence[dict[str, torch.Tensor]], s
 
 
 class PairTrainDataset(Dataset):
-    """(query, exemplar) pairs. With frames, uint8 frames + crop/flip draws (finished on the device);
+    """(query, exemplar) pairs. With frames, uint8 frames + crop/flip draws (cropped, flipped and normalised on the device);
     without (stored clip features), only the video ids the module looks its features up by."""
 
     def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
@@ -231,14 +230,13 @@ class PairDataModule(pl.LightningDataModule):
         self._video_loaders: dict[tuple, DataLoader] = {}
         # where crop / flip / normalisation run: None = in the loader workers when training runs on the
         # CPU (they work in parallel there), after the transfer when it runs on an accelerator
-        self.finish_in_workers: bool | None = None
+        self.normalise_in_workers: bool | None = None
         if not 0.0 <= config.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {config.val_fraction}")
 
     # ------------------------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
-        if self.config.synthetic is not None:
-            ensure_synthetic_dataset(self.config.synthetic)
+        ensure_generated(self.config)  # the embedded dataset, when data.synthetic asks for it
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
@@ -366,27 +364,34 @@ class PairDataModule(pl.LightningDataModule):
             return "test"
         return "val" if self.has_split("val") else "test"
 
-    def evaluation_videos(self, stage: str, batches_read: Callable[[int], int] | None = None,
+    def evaluation_videos(self, stage: str, batches_per_rank: Sequence[int] | None = None,
                           world_size: int = 1) -> list[int]:
         """Ids of every video (queries and their voting exemplars) an evaluation loop reads, over all ranks.
 
-        `batches_read(n)`: how many of a process's n batches the loop takes (its limit_*_batches), so that
-        a limited loop does not pay for videos it never reads. The same list on every process.
+        `batches_per_rank[r]`: how many of its batches process r's loop takes (Lightning's num_val_batches after
+        limit_val_batches and friends), so that a limited loop does not pay for videos it never reads; its
+        length is the world size. Without it, every batch of `world_size` processes. The same list on every
+        process.
         """
         self.setup()
         split = self.evaluation_split(stage)
-        batch = self._per_process(self.config.eval_batch_size, "eval_batch_size", world_size)
+        world = len(batches_per_rank) if batches_per_rank is not None else world_size
+        batch = self._per_process(self.config.eval_batch_size, "eval_batch_size", world)
         needed: set[int] = set()
         samples, voting = self._splits[split], self._voting[split]
-        for rank in range(world_size):
-            indices = [i for _, i in EpochSampler(len(samples), self.config.seed, False, rank, world_size)]
-            if batches_read is not None:
-                indices = indices[: batches_read(math.ceil(len(indices) / batch)) * batch]
+        for rank in range(world):
+            indices = [i for _, i in EpochSampler(len(samples), self.config.seed, False, rank, world)]
+            if batches_per_rank is not None:
+                indices = indices[: batches_per_rank[rank] * batch]
             for i in indices:
                 needed.add(self.video_ids[samples[i].key_str])
                 chosen, _ = voting[i]
                 needed.update(self.video_ids[self.pools.train[j].key_str] for j in chosen)
         return sorted(needed)
+
+    def data_identity(self) -> dict:
+        """The data settings that determine what a video's frames are (what stored clip features depend on)."""
+        return cache_identity(self.config)
 
     def video_loader(self, ids: Sequence[int], batch_size: int) -> DataLoader:
         """Evaluation reads of the given videos, in order (for computing clip features).
@@ -395,30 +400,30 @@ class PairDataModule(pl.LightningDataModule):
         same videos, and restarting worker processes each time would cost more than the reads.
         """
         self.setup()
-        finish = self._finish_in_workers()
-        key = (tuple(ids), batch_size, finish)
+        in_workers = self._normalise_in_workers()
+        key = (tuple(ids), batch_size, in_workers)
         if key not in self._video_loaders:
             workers = min(self.num_workers(), len(ids))
             self._video_loaders[key] = DataLoader(
                 VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
                 num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                collate_fn=self._collate(finish))
+                collate_fn=self._collate(in_workers))
         return self._video_loaders[key]
 
     def num_workers(self) -> int:
         """Loader processes per training process: data.num_workers, or for auto the process's cores - 1."""
         return loader_workers(self.config.num_workers, self.cpus_per_process or available_cpus())
 
-    def finish_batch(self, batch: dict) -> dict:
+    def crop_flip_normalise(self, batch: dict) -> dict:
         """uint8 frames + crop/flip draws -> normalised float videos, on the batch's device."""
-        return finish_frames(batch, self.reader.transform)
+        return crop_flip_normalise_batch(batch, self.reader.transform)
 
-    def _collate(self, finish: bool):
-        return FinishingCollate(self.reader.transform) if finish else default_collate
+    def _collate(self, in_workers: bool):
+        return CropFlipNormaliseCollate(self.reader.transform) if in_workers else default_collate
 
-    def _finish_in_workers(self) -> bool:
-        if self.finish_in_workers is not None:
-            return self.finish_in_workers
+    def _normalise_in_workers(self) -> bool:
+        if self.normalise_in_workers is not None:
+            return self.normalise_in_workers
         trainer = getattr(self, "trainer", None)
         return trainer is not None and trainer.strategy.root_device.type == "cpu"
 
@@ -434,7 +439,7 @@ class PairDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # crops, flips and normalisation run on the accelerator, batched, after a uint8 transfer
-        return self.finish_batch(batch)
+        return self.crop_flip_normalise(batch)
 
     # ------------------------------------------------------------------------------ loaders
     def _rank_world(self) -> tuple[int, int]:
@@ -457,7 +462,7 @@ class PairDataModule(pl.LightningDataModule):
             dataset, batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
             num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-            drop_last=False, collate_fn=self._collate(self._finish_in_workers()),
+            drop_last=False, collate_fn=self._collate(self._normalise_in_workers()),
         )
 
     def train_dataloader(self) -> DataLoader:

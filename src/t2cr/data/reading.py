@@ -62,7 +62,7 @@ class SampleReader:
         return self.source.read(sample, self.frame_numbers(sample, rng))
 
     def read_raw(self, sample: Sample, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        """uint8 frames at the resize size with the video's crop offsets and flip (see VideoTransform.finish)."""
+        """uint8 frames at the resize size with the video's crop offsets and flip (see VideoTransform.crop_flip_normalise)."""
         frames = self.transform.prepare(self.read_frames(sample, rng))  # the temporal shift draws first
         offsets, flip = self.transform.draw(rng)
         return {"frames": frames, "offsets": offsets, "flip": flip}
@@ -70,4 +70,4 @@ class SampleReader:
     def __call__(self, sample: Sample, rng: np.random.Generator | None) -> torch.Tensor:
         """The model-ready video (3, T, crop_h, crop_w), transformed on the CPU."""
         raw = self.read_raw(sample, rng)
-        return self.transform.finish(raw["frames"], raw["offsets"], raw["flip"])
+        return self.transform.crop_flip_normalise(raw["frames"], raw["offsets"], raw["flip"])

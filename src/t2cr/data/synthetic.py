@@ -45,21 +45,16 @@ import json
 import math
 import os
 import pickle
-import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-try:  # POSIX only; elsewhere concurrent generators are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from t2cr.data.config import SyntheticConfig
+from t2cr.io import atomic_directory, file_lock, read_json, remove_temporaries
 
 FRAME_PATTERN = "{event:02d}/{frame:06d}.jpg"
 ANNOTATIONS_DIR = "annotations"
@@ -76,7 +71,6 @@ PICKLE_PROTOCOL = 4
 
 # MTL-AQA's class codes: position is the dive number's letter (A straight, B pike, C tuck, D free)
 POSITIONS = ("straight", "pike", "tuck", "free")
-ROTATION_TYPES = ("forward", "back", "reverse", "inward")  # the dive number's first digit - 1
 
 
 @dataclass(frozen=True)
@@ -141,53 +135,6 @@ _WATER = np.array([30.0, 100.0, 170.0])
 _BODY = np.array([210.0, 60.0, 50.0])
 _HEAD = np.array([250.0, 220.0, 70.0])
 _SPLASH = np.array([235.0, 242.0, 250.0])
-
-
-@dataclass
-class SyntheticConfig:
-    """What to generate; every field except `root` is part of the dataset's identity."""
-
-    root: str = "data/synthetic"
-    seed: int = 0
-    num_train: int = 96
-    num_test: int = 48
-    num_events: int = 4
-    frames_per_dive: int = 32
-    gap_frames: int = 4
-    height: int = 64
-    width: int = 64
-    num_judges: int = 7
-    jpeg_quality: int = 90
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.root, (str, os.PathLike)) or not str(self.root):
-            raise ValueError(f"synthetic.root must be a non-empty path, got {self.root!r}")
-        minimum = {"seed": 0, "num_train": 1, "num_test": 1, "num_events": 1, "frames_per_dive": 16,
-                   "gap_frames": 0, "height": 16, "width": 16, "num_judges": 3, "jpeg_quality": 1}
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"synthetic.{name} must be an integer, got {value!r}")
-            if value < low:
-                raise ValueError(f"synthetic.{name} must be >= {low}, got {value}")
-            setattr(self, name, int(value))
-        if self.num_events > 99:
-            raise ValueError(f"synthetic.num_events must be <= 99 (two-digit event folders), got {self.num_events}")
-        if self.num_events > self.num_samples:
-            raise ValueError(f"synthetic.num_events ({self.num_events}) exceeds the number of samples "
-                             f"({self.num_samples}); every event needs at least one dive")
-        if self.num_judges % 2 == 0:
-            raise ValueError(f"synthetic.num_judges must be odd (the middle three are kept), got {self.num_judges}")
-        if self.jpeg_quality > 95:
-            raise ValueError(f"synthetic.jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
-
-    @property
-    def num_samples(self) -> int:
-        return self.num_train + self.num_test
-
-    def identity(self) -> dict[str, int]:
-        """The fields that define the dataset's content (all but root)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
 
 
 @dataclass
@@ -631,10 +578,7 @@ def _generate(config: SyntheticConfig, target: Path) -> None:
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((Path(root) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    manifest = read_json(Path(root) / MANIFEST_FILE)
     return manifest if isinstance(manifest, dict) else None
 
 
@@ -682,20 +626,6 @@ def _replaceable(root: Path) -> bool:
     return {p.name for p in root.iterdir()} <= _OWN_ENTRIES
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(root.parent / f".{root.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_synthetic_dataset(config: SyntheticConfig | None = None) -> Path:
     """Generate the dataset under config.root unless a complete one for this config is there.
 
@@ -707,28 +637,16 @@ def ensure_synthetic_dataset(config: SyntheticConfig | None = None) -> Path:
     root = Path(config.root)
     if dataset_status(config) == "complete":
         return root
-    with _locked(root):
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.parent / f".{root.name}.lock"):
         if dataset_status(config) == "complete":  # another process made it while we waited
             return root
         if root.exists() and not (root.is_dir() and _replaceable(root)):
             raise ValueError(f"{root} exists and is not a synthetic dataset; refusing to overwrite it "
                              "(choose another synthetic.root or remove it)")
-        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by an interrupted run
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            _generate(config, tmp)
-            if root.exists():
-                old = root.parent / f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                os.replace(root, old)
-                os.replace(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        remove_temporaries(root.parent, root.name)  # left by an interrupted run
+        with atomic_directory(root) as folder:
+            _generate(config, folder)
     return root
 
 

@@ -54,10 +54,10 @@ def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
 
 
 class VideoTransform:
-    """Resize on the CPU (skipped for cached frames, already at size); crop, flip and normalise in `finish`.
+    """Resize on the CPU (skipped for cached frames, already at size); crop, flip and normalise in `crop_flip_normalise`.
 
-    `prepare` + `finish` is the data path of training and evaluation: the loader hands uint8 frames at the
-    resize size with each video's crop offsets and flip, and `finish` runs after the transfer to the
+    `prepare` + `crop_flip_normalise` is the data path of training and evaluation: the loader hands uint8 frames at the
+    resize size with each video's crop offsets and flip, and `crop_flip_normalise` runs after the transfer to the
     accelerator, batched. `__call__` chains the two on the CPU for one video (scoring, explanations).
     """
 
@@ -86,7 +86,7 @@ class VideoTransform:
         flip = self.flip and bool(rng.random() < 0.5)
         return torch.tensor([top, left]), torch.tensor(flip)
 
-    def finish(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+    def crop_flip_normalise(self, frames: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (..., T, H, W, 3) with offsets (..., 2) and flips (...) -> float (..., 3, T, crop_h, crop_w).
 
@@ -114,4 +114,4 @@ class VideoTransform:
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (3, T, crop_h, crop_w); rng None means evaluation (centre crop)."""
         offsets, flip = self.draw(rng)
-        return self.finish(self.prepare(frames), offsets, flip)
+        return self.crop_flip_normalise(self.prepare(frames), offsets, flip)

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from t2cr.data.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.attention import TargetAwareAttention
 from t2cr.models.backbones import BackboneConfig, build_backbone
+from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.decoder import DifferenceTransformer, FeatureSubtraction
 from t2cr.models.heads import ActionClassifier, ScoreRegressor
 from t2cr.models.two_path import ClipExpansion, PathFusion
