@@ -41,7 +41,7 @@ step() {  # step NAME SECONDS COMMAND...: run, keep stdout/stderr and the exit s
 }
 
 SMOKE=(experiment=smoke logger=csv callbacks.progress=none trainer=gpu trainer.devices=1 data.num_workers=4
-       data.synthetic.root="$OUT/synthetic_smoke")
+       data.synthetic.root="$OUT/synthetic_smoke" data.cache_dir="$OUT/frame_cache_smoke")  # GPU runs read the cache
 step bench_train 150 "$PYTHON" experiments/bench/bench_train.py --size 112 --frames 103 --pairs 2 --steps 5 \
     --variants fp32,bf16,channels_last --fp32-math highest --json
 step bench_eval 120 "$PYTHON" experiments/bench/bench_eval.py --size 112 --frames 103 --clip-length 16 \
