@@ -35,12 +35,12 @@ def small(tiny_synthetic) -> list[str]:
             "data.transform.crop=[28,28]", "data.clip_length=8", "data.num_clips=3", "data.base_starts=[0,4,8]"]
 
 
-def test_without_a_cache_folder_the_run_is_refused_with_the_prepare_command(small):
-    cfg = compose_run("data=synthetic", *small)
+def test_without_a_cache_folder_the_run_is_refused_with_the_prepare_command():
+    cfg = compose_run("data=mtl_aqa", "data.annotations=ann", "data.root=frames", "data.train_shift=2")
     with pytest.raises(UserError) as refused:
         cache_for_accelerator(cfg, started_by_cluster=False)
     message = str(refused.value)
-    assert "t2cr-prepare data=synthetic " in message and "data.num_frames=16" in message
+    assert "t2cr-prepare data=mtl_aqa data.annotations=ann data.root=frames data.train_shift=2 " in message
     assert "data.cache_dir=" in message and "data.use_cache=never" in message
 
 
@@ -66,3 +66,11 @@ def test_reading_raw_frames_on_purpose_is_left_alone(small):
     with open_dict(cfg):
         cfg.data.use_cache = "never"
     cache_for_accelerator(cfg, started_by_cluster=False)  # no cache folder, no error
+
+
+def test_generated_data_gets_its_cache_beside_it(small, tmp_path):
+    """`make train` on a GPU machine: the synthetic data set is cached next to where it is generated."""
+    root = tmp_path / "synthetic"
+    cfg = compose_run(*[o for o in small if not o.startswith("data.synthetic.root=")], f"data.synthetic.root={root}")
+    cache_for_accelerator(cfg, started_by_cluster=False, workers=1)
+    assert cfg.data.cache_dir == f"{root}_frame_cache" and status(cfg) == "complete"

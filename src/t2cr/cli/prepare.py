@@ -97,7 +97,8 @@ def cache_for_accelerator(cfg: DictConfig, started_by_cluster: bool, workers: in
     """An accelerator run reads the uint8 frame cache: JPEG decoding per step would keep the GPU waiting.
 
     With data.use_cache=auto and a data.cache_dir that is not complete, the cache is built here, once, with a
-    progress bar (before any other process of the job starts); without data.cache_dir, or when a cluster
+    progress bar (before any other process of the job starts; the generated synthetic data gets a folder beside
+    it when none is named); without data.cache_dir, or when a cluster
     started every process (they would all write it), the run is refused with the exact t2cr-prepare command.
     data.use_cache=never reads the raw frames on purpose.
     """
@@ -108,6 +109,9 @@ def cache_for_accelerator(cfg: DictConfig, started_by_cluster: bool, workers: in
 
     if cfg.data.use_cache != "auto":
         return
+    if not cfg.data.cache_dir and cfg.data.get("synthetic"):
+        with open_dict(cfg):  # generated data (make train on a GPU): its cache goes beside it
+            cfg.data.cache_dir = f"{cfg.data.synthetic.root}_frame_cache"
     config = to_dataclass(DataConfig, cfg.data)
     status = cache_status(resolve_cache_dir(config), config)
     if status == "complete":
