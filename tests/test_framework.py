@@ -48,6 +48,26 @@ def test_train_writes_every_output(trained_run):
     assert len((trained_run / "predictions_test.csv").read_text().splitlines()) == 8
 
 
+def test_every_epoch_end_checkpoint_carries_the_bank_of_its_own_weights(trained_run):
+    """Built in on_save_checkpoint (t2cr.bank.ExemplarBank), never added to a file afterwards."""
+    from omegaconf import OmegaConf
+
+    from t2cr.bank import BANK_KEY, build_exemplar_bank
+    from t2cr.module import T2CRModule
+    from t2cr.run import build_datamodule
+
+    config = OmegaConf.load(trained_run / "config.yaml")
+    datamodule = build_datamodule(config)
+    for path in [trained_run / "checkpoints" / "last.ckpt", *(trained_run / "checkpoints").glob("best-*.ckpt")]:
+        bank = torch.load(path, map_location="cpu", weights_only=False)[BANK_KEY]
+        module = T2CRModule.from_checkpoint(str(path))
+        again = build_exemplar_bank(module.model, datamodule, config.data.voting_exemplars, config.seed)
+        assert bank["pools"].keys() == again["pools"].keys() and bank["pools"], path.name
+        for pool, entry in bank["pools"].items():
+            assert entry["keys"] == again["pools"][pool]["keys"]
+            torch.testing.assert_close(entry["base"], again["pools"][pool]["base"], rtol=1e-5, atol=1e-6)
+
+
 def test_eval_reproduces_the_runs_test_metrics(trained_run, data_root, tmp_path):
     overrides = [o for o in tiny_overrides(data_root) if o.startswith("data.")]
     run_cli("eval", [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", *overrides, "trainer=cpu",

@@ -7,18 +7,18 @@ model's score space and their backbone clip features (computed with the checkpoi
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 
 from t2cr.data.datamodule import PairDataModule
 from t2cr.data.exemplars import stable_rng
 from t2cr.data.frames import linspace_indices
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.models.t2cr import T2CR
-from t2cr.reliability import AtomicCheckpointIO
 
 BANK_KEY = "t2cr_exemplar_bank"
 
@@ -52,11 +52,28 @@ def build_exemplar_bank(model: T2CR, datamodule: PairDataModule, k: int, seed: i
     }
 
 
-def add_to_checkpoint(path: Path, key: str, value: Any) -> None:
-    """Add an entry to a checkpoint file, replacing it atomically (a crash leaves the old file)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint[key] = value
-    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+class ExemplarBank(Callback):
+    """Every checkpoint written at the end of a training epoch carries the exemplar bank of its own weights.
+
+    Built in `on_save_checkpoint` under the run's precision (its features are then those the in-training
+    evaluation computed), once per global step: `last.ckpt` and `best-*.ckpt` of one epoch share it. A
+    checkpoint saved on SIGTERM in the middle of an epoch carries none; the resumed run's next save does.
+    Only rank 0 writes checkpoints, so only rank 0 builds it.
+    """
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k, self.seed = k, seed
+        self._built: tuple[int, dict[str, Any]] | None = None  # (global step, bank)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if not trainer.is_global_zero or trainer.interrupted or trainer.datamodule is None:
+            return
+        if self._built is None or self._built[0] != trainer.global_step:
+            with trainer.precision_plugin.forward_context():
+                bank = build_exemplar_bank(pl_module.model, trainer.datamodule, self.k, self.seed, pl_module.device)
+            self._built = (trainer.global_step, bank)
+        checkpoint[BANK_KEY] = self._built[1]
 
 
 def resolve_pool(bank: dict[str, Any], pool: object) -> str:

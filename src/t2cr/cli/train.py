@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from t2cr.bank import BANK_KEY, add_to_checkpoint, build_exemplar_bank
+from t2cr.bank import ExemplarBank
 from t2cr.cli.common import set_matmul_precision, user_errors
 from t2cr.cli.prepare import cache_for_accelerator
 from t2cr.devices import check_global_batches, uses_gpu
@@ -126,6 +126,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
                   resume_from: str | None) -> dict[str, Any]:
     logger = build_logger(cfg, run_dir, f"{cfg.name}-{run_dir.name}")
     callbacks, last_checkpoint, best_checkpoint = build_callbacks(cfg, run_dir)
+    # what t2cr-score needs, in the checkpoints Lightning writes (K exemplars per pool, seeded)
+    callbacks.append(ExemplarBank(datamodule.config.voting_exemplars, cfg.seed))
     trainer = build_trainer(cfg, logger, callbacks, run_dir)
     module = T2CRModule(resolved["model"], resolved["loss"], resolved["optim"], resolved.get("runtime"),
                         run=run_settings(resolved))
@@ -136,13 +138,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     results: dict[str, Any] = dict(module.metrics.get("test", {}))
     last_rows = module.predictions.get("test", [])
     last_path = Path(last_checkpoint.last_model_path) if last_checkpoint.last_model_path else None
-    bank_k, seed = datamodule.config.voting_exemplars, cfg.seed
-    if trainer.is_global_zero and last_path and last_path.is_file():
-        # under the run's precision: the bank's features are then those the in-training evaluation computed
-        with trainer.precision_plugin.forward_context():
-            bank = build_exemplar_bank(module.model, datamodule, bank_k, seed, module.device)
-        add_to_checkpoint(last_path, BANK_KEY, bank)
-    trainer.strategy.barrier()
 
     best_rows: list[dict[str, float]] = []
     best_path = Path(best_checkpoint.best_model_path) if best_checkpoint.best_model_path else None
@@ -150,11 +145,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
         trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), verbose=False)
         results.update({f"best/{k}": v for k, v in module.metrics.get("test", {}).items()})
         best_rows = module.predictions.get("test", [])
-        if trainer.is_global_zero:
-            with trainer.precision_plugin.forward_context():
-                bank = build_exemplar_bank(module.model, datamodule, bank_k, seed, module.device)
-            add_to_checkpoint(best_path, BANK_KEY, bank)
-        trainer.strategy.barrier()
 
     if not trainer.is_global_zero:
         return results
