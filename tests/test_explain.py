@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from helpers import tiny_config
 from omegaconf import OmegaConf
@@ -210,7 +211,7 @@ def write_checkpoint(path: Path, seed: int = 0, crop: int = 32) -> Path:
                         dataclasses.asdict(OptimConfig()))
     bank = make_bank(module.model, size=crop, resize=crop + 4, seed=seed)
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
-                "t2cr_exemplar_bank": bank}, path)
+                "t2cr_exemplar_bank": bank, "pytorch-lightning_version": pl.__version__}, path)
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from framework_helpers import tiny_overrides
@@ -46,7 +47,8 @@ def checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
     datamodule = build_datamodule(OmegaConf.create({"data": resolved["data"]}))
     bank = build_exemplar_bank(module.model, datamodule, 2, TRAINED_SEED)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(), BANK_KEY: bank}, path)
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(), BANK_KEY: bank,
+                "pytorch-lightning_version": pl.__version__}, path)  # what Lightning writes
     return path
 
 

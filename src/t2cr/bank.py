@@ -19,8 +19,9 @@ from t2cr.data.exemplars import stable_rng
 from t2cr.data.frames import linspace_indices
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.models.t2cr import T2CR
+from t2cr.module import EXEMPLAR_BANK_KEY
 
-BANK_KEY = "t2cr_exemplar_bank"
+BANK_KEY = EXEMPLAR_BANK_KEY
 
 
 @torch.no_grad()

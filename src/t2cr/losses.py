@@ -402,7 +402,8 @@ def path_mse(base: Tensor, aux: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------ composite (Eq. 19)
 @dataclass
 class LossConfig:
-    """Weights lambda1..lambda5 and the switches of Tables 6 and 7 (defaults: Sec. 4.3)."""
+    """Eq. 19 weights lambda1..lambda5 and the switches of Tables 6 and 7 (defaults: Sec. 4.3). The schema of
+    conf/loss."""
 
     reg_weight: float = 1.0  # lambda1, J_reg (Eq. 8)
     cls_weight: float = 1.0  # lambda2, J_cls (Eq. 9)

@@ -30,12 +30,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+EXEMPLAR_BANK_KEY = "t2cr_exemplar_bank"  # the checkpoint entry t2cr.bank.ExemplarBank writes
+
 # one evaluated query: what the metrics and predictions_*.csv are computed from
 ROW_FIELDS = ("index", "true", "pred", "direct", "contrastive", "scale", "group")
 
 
 @dataclass
 class OptimConfig:
+    """Adam, I3D at 1e-4 and the rest at 1e-3, no weight decay (Sec. 4.3). The schema of conf/optim."""
+
     backbone_lr: float = 1e-4  # Sec. 4.3
     head_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -43,7 +47,9 @@ class OptimConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How the work is done. Only `stored_features` changes the experiment (and is labelled a deviation)."""
+    """How the work is done. Only `stored_features` changes the experiment (and is labelled a deviation).
+
+    The schema of conf/runtime: speed options only, the numbers stay the paper's."""
 
     # evaluation runs the backbone once per video (queries and voting exemplars), then the heads per
     # pair; false runs it on the query and all K exemplars of every batch (the naive path; same numbers)
@@ -52,24 +58,29 @@ class RuntimeConfig:
     # model.backbone.trainable=false; every video's clip features are computed once, from its evaluation
     # read (no temporal jitter, crop or flip augmentation), kept in feature_cache_dir, and training runs
     # only the heads
-    stored_features: bool = False
+    stored_features: bool = False  # true only through runtime=fast_ablation
     feature_cache_dir: str = "data/feature_cache"
     feature_batch_size: int = 4  # videos per backbone call while computing clip features
-    channels_last: bool = True  # backbone in channels-last 3D layout (measured 1.3-1.5x faster on CPU)
+    channels_last: bool = True  # backbone in channels-last 3D layout (measured 1.3-1.5x faster on CPU: README, Performance)
     compile: bool = False  # torch.compile the backbone
 
 
 class T2CRModule(pl.LightningModule):
     def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any],
-                 runtime: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> None:
+                 runtime: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
+                 weights_from_checkpoint: bool = False) -> None:
         """`run`: the settings that give the scores their meaning ({"data": resolved data config, "seed",
-        "matmul_precision"}), kept in the checkpoint so that evaluation uses them (see `run_settings`)."""
+        "matmul_precision", "precision"}), kept in the checkpoint so that evaluation uses them (see
+        `run_settings`). `weights_from_checkpoint`: every weight comes from one of our checkpoints (evaluation,
+        scoring), so no Kinetics I3D file is read (`from_checkpoint`)."""
         super().__init__()
         runtime = dict(runtime or {})
         # plain containers only: DictConfig or dataclasses in hparams break `fit(ckpt_path=...)` under
         # torch >= 2.6 (weights_only unpickling)
         self.save_hyperparameters({"model": dict(model), "loss": dict(loss), "optim": dict(optim),
                                    "runtime": runtime, "run": None if run is None else dict(run)})
+        if weights_from_checkpoint:
+            model = {**model, "backbone": {**model["backbone"], "checkpoint": None, "random_init": True}}
         self.model_config = to_dataclass(T2CRConfig, model)
         self.loss_config = to_dataclass(LossConfig, loss)
         # a module exists only when a loss or the score uses it: DDP refuses parameters without a
@@ -96,23 +107,18 @@ class T2CRModule(pl.LightningModule):
         self.best: dict[str, float] = {}
         self.group_names: list[str] = []  # AQA-7 classes / JIGSAWS tasks, set from the data module
         self._resumed_batches = 0  # batches of the current epoch done before a mid-epoch resume
+        self.exemplar_bank: dict[str, Any] | None = None  # from a checkpoint: what t2cr-score votes with
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu",
                         runtime: dict[str, Any] | None = None) -> T2CRModule:
-        """Rebuild from one of our checkpoints; the I3D weights come from it, not from Kinetics.
-
-        `runtime` replaces the run's own runtime options (how evaluation computes, not what)."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        hparams = checkpoint["hyper_parameters"]
-        model = dict(hparams["model"])
-        model["backbone"] = {**model["backbone"], "checkpoint": None, "random_init": True}
-        module = cls(model, hparams["loss"], hparams["optim"], hparams.get("runtime") if runtime is None else runtime,
-                     run=hparams.get("run"))
-        module.load_state_dict(checkpoint["state_dict"])
-        module.best = dict(checkpoint.get("t2cr_best", {}))
-        module.exemplar_bank = checkpoint.get("t2cr_exemplar_bank")
-        return module
+        """Rebuild from one of our checkpoints (Lightning's `load_from_checkpoint`); the I3D weights come from
+        it, not from Kinetics. `runtime` replaces the run's own runtime options (how evaluation computes, not
+        what)."""
+        overrides: dict[str, Any] = {"weights_from_checkpoint": True}
+        if runtime is not None:
+            overrides["runtime"] = runtime
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, **overrides)
 
     @property
     def run_settings(self) -> dict[str, Any] | None:
@@ -290,5 +296,6 @@ class T2CRModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = dict(checkpoint.get("t2cr_best", {}))
+        self.exemplar_bank = checkpoint.get(EXEMPLAR_BANK_KEY)
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         self._resumed_batches = int(progress.get("current", {}).get("completed", 0))

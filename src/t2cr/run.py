@@ -24,10 +24,12 @@ from t2cr.features import ClipFeatures
 from t2cr.io import write_json, write_text  # noqa: F401 - write_json is re-exported for the CLIs
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
+from t2cr.schemas import register as register_schemas
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+register_schemas()  # conf/<group>/*.yaml extend the dataclass schemas: t2cr.schemas
 WANDB_ID_FILE = "wandb_run_id.txt"
 MAX_DIRNAME = 120
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from omegaconf import MISSING
 
 from t2cr.data.transforms import TransformConfig
 
@@ -62,10 +63,14 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
+    """The schema of conf/data: every default of a dataset's settings; conf/data/<name>.yaml holds what differs."""
+
     name: str = "synthetic"
     format: str = "mtl_aqa"  # annotation reader: t2cr.data.annotations.READERS
-    annotations: str = "data/synthetic/annotations"  # folder with the official annotation files
-    root: str = "data/synthetic/frames"  # frames (source=jpeg) or videos (source=video)
+    # required (???): the folder with the official annotation files, and the frames (source=jpeg) or videos
+    # (source=video); conf/data/synthetic.yaml points both into the generated dataset
+    annotations: str = MISSING
+    root: str = MISSING
     # reader options; each reader uses the ones its dataset has
     split_id: int = 0  # MTL-AQA split
     fold: int | None = None  # JIGSAWS: the test fold of the 4-fold cross-validation
@@ -73,9 +78,10 @@ class DataConfig:
     classes: list[int] | None = None  # AQA-7: class indices (1-6); one model per class in the paper
     # frames
     source: str = "jpeg"  # jpeg | video
-    frame_pattern: str | None = "{folder}/{frame:06d}.jpg"  # None: list the folder's images in name order
+    # MTL-AQA's (adjust to your extraction's file names); None: list the folder's images in name order
+    frame_pattern: str | None = "{folder}/{frame:06d}.jpg"
     video_pattern: str = "{folder}.mp4"
-    cache_dir: str | None = None  # uint8 frame cache written by t2cr-prepare
+    cache_dir: str | None = None  # uint8 frame cache: t2cr-prepare data=<name> data.cache_dir=<dir>
     use_cache: str = "auto"  # auto: read the cache when it is complete | never | require
     check: bool = True  # check every sample's frames exist before training
     check_decode: bool = False  # also decode every frame a run can read (slow; finds corrupt JPEGs/videos)

@@ -24,6 +24,7 @@ from t2cr.data.config import DataConfig, ensure_generated
 from t2cr.data.exemplars import ExemplarPools, stable_rng
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
+from t2cr.data.splits import run_samples
 from t2cr.data.transforms import VideoTransform
 from t2cr.devices import available_cpus, loader_workers
 
@@ -250,50 +251,10 @@ class PairDataModule(pl.LightningDataModule):
                 raise FileNotFoundError(f"data.root={self.config.root} does not exist: point it at the "
                                         f"{self.config.name} frames (see the data config's header for the layout)")
             official = self._drop_or_refuse_missing(official)
-        train, test = official["train"], official["test"]
-        val: list[Sample] = []
-        if self.config.val_fraction > 0:
-            train, val = self._carve_validation(train)
-        self._splits = {"train": train, "val": val, "test": test}
-        unseen = {s.action_type for s in val + test} - {s.action_type for s in train}
-        if unseen:
-            log.warning("action types in val/test that no training sample has: %s (their exemplar pools are "
-                        "empty under data.exemplar_rule=action_type)", sorted(map(str, unseen)))
-        types = sorted({s.action_type for s in train + val + test if s.action_type is not None})
-        self.action_types = types
-        self.labels = {t: i for i, t in enumerate(types)}
-        # AQA-7 classes / JIGSAWS tasks: metrics are also reported per group
-        self.groups = sorted({s.group for s in train + val + test if s.group is not None})
-        self.pools = ExemplarPools(train, self.config.exemplar_rule)
-        self.videos, self.video_ids = self._video_table()
-        self._voting: dict[str, list[tuple[list[int], list[bool]]]] = {}
-        for split in ("val", "test"):
-            samples = self._splits[split]
-            small = self.pools.small_pool_samples(samples, self.config.voting_exemplars)
-            if small:
-                log.warning("%d %s samples have fewer than K=%d exemplars in their pool (policy %r): %s",
-                            len(small), split, self.config.voting_exemplars, self.config.small_pool_policy,
-                            ", ".join(small[:20]) + (" ..." if len(small) > 20 else ""))
-            self._voting[split] = [
-                self.pools.voting(s, self.config.voting_exemplars, self.config.seed, self.config.small_pool_policy)
-                for s in samples
-            ]
-
-    def _video_table(self) -> tuple[list[Sample], dict[str, int]]:
-        """Every video of the run once (train, val, test): the ids clip features are stored under."""
-        videos: list[Sample] = []
-        ids: dict[str, int] = {}
-        for split in ("train", "val", "test"):
-            for sample in self._splits[split]:
-                known = ids.get(sample.key_str)
-                if known is None:
-                    ids[sample.key_str] = len(videos)
-                    videos.append(sample)
-                elif videos[known] != sample:
-                    raise ValueError(f"two different samples share the key {sample.key_str!r} "
-                                     f"({videos[known]} and {sample}); the annotations of {self.config.annotations} "
-                                     "must name each video once")
-        return videos, ids
+        known = run_samples(self.config, official)
+        self._splits, self._voting = known.splits, known.voting
+        self.action_types, self.labels, self.groups = known.action_types, known.labels, known.groups
+        self.pools, self.videos, self.video_ids = known.pools, known.videos, known.video_ids
 
     def _drop_or_refuse_missing(self, splits: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
         """Before any training step: every sample's frames must exist (existence only, no decoding)."""
@@ -309,24 +270,6 @@ class PairDataModule(pl.LightningDataModule):
         log.warning("data.skip_missing=true: dropping %d samples with missing frames: %s", len(bad),
                     ", ".join(sorted(bad)[:20]) + (" ..." if len(bad) > 20 else ""))
         return {split: [s for s in samples if s.key_str not in bad] for split, samples in splits.items()}
-
-    def _carve_validation(self, train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
-        """A seeded validation split, stratified by exemplar pool; every pool keeps >= 1 training member."""
-        pool_of = ExemplarPools(train, self.config.exemplar_rule).pool_key
-        by_pool: dict[object, list[int]] = {}
-        for index, sample in enumerate(train):
-            by_pool.setdefault(pool_of(sample), []).append(index)
-        held_out: set[int] = set()
-        for key in sorted(by_pool, key=str):
-            members = by_pool[key]
-            count = min(round(len(members) * self.config.val_fraction), len(members) - 1)
-            order = stable_rng(self.config.seed, "val_split", key).permutation(len(members))
-            held_out.update(members[i] for i in order[:count])
-        if not held_out:
-            raise ValueError(f"data.val_fraction={self.config.val_fraction} leaves no validation sample: the "
-                             "exemplar pools are too small; raise it or set it to 0")
-        return ([s for i, s in enumerate(train) if i not in held_out],
-                [s for i, s in enumerate(train) if i in held_out])
 
     # ------------------------------------------------------------------------------ inspection
     @property

@@ -21,8 +21,8 @@ class BackboneConfig:
     name: str = "i3d"  # i3d | tiny
     # Kinetics-400 RGB I3D weights (`model_rgb.pth`). Required for i3d unless random_init is set:
     # training I3D from scratch is never silent.
-    checkpoint: str | None = None
-    random_init: bool = False
+    checkpoint: str | None = None  # path to the Kinetics-400 RGB I3D weights model_rgb.pth
+    random_init: bool = False  # true trains I3D from scratch, on purpose only
     freeze_bn: bool = True
     feature_dim: int = 1024
     # false freezes every backbone weight (the fast ablation mode; the paper fine-tunes I3D, Sec. 4.3)

@@ -34,7 +34,7 @@ class ClipConfig:
     # explicit starts (the paper's for 103 frames); null derives them from num_frames
     base_starts: list[int] | None = field(default_factory=lambda: list(MTL_AQA_BASE_STARTS))
     overlapping: bool = True
-    aux_strategy: str = "8-clip-avg1"  # Table 10: <N>-clip-{same,avg1,avg2,2x}
+    aux_strategy: str = "8-clip-avg1"  # Table 10 / Fig. 7: <N>-clip-{same,avg1,avg2,2x}
 
 
 @dataclass
@@ -56,6 +56,8 @@ class DecoderConfig:
 
 @dataclass
 class T2CRConfig:
+    """The schema of conf/model: every default of the model (Sec. 3, 4.3) lives here."""
+
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -69,7 +71,7 @@ class T2CRConfig:
     # false gives the direct score a head of its own
     shared_regressor: bool = True
     action_classifier: bool = True  # +Action Type of Table 5
-    num_action_types: int = 0  # from the data; needed when action_classifier is on
+    num_action_types: int = 0  # set from the data at start; needed when action_classifier is on
     two_path: bool = True  # +Two-pathway of Table 5
     expansion_kernel: int = 3
 
