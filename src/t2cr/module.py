@@ -106,7 +106,6 @@ class T2CRModule(pl.LightningModule):
         self.metrics: dict[str, dict[str, float]] = {}  # last epoch's metrics per split
         self.best: dict[str, float] = {}
         self.group_names: list[str] = []  # AQA-7 classes / JIGSAWS tasks, set from the data module
-        self._resumed_batches = 0  # batches of the current epoch done before a mid-epoch resume
         self.exemplar_bank: dict[str, Any] | None = None  # from a checkpoint: what t2cr-score votes with
 
     @classmethod
@@ -170,17 +169,6 @@ class T2CRModule(pl.LightningModule):
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size,
                      prog_bar=name == "total")
         return terms["total"]
-
-    def on_train_start(self) -> None:
-        """After a mid-epoch resume (SIGTERM checkpoint), skip the batches the epoch already took.
-
-        Called once per fit, after the loaders exist and before the resumed epoch iterates (Lightning
-        does not call on_train_epoch_start for an epoch it resumes in the middle).
-        """
-        done, self._resumed_batches = self._resumed_batches, 0
-        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
-        if done and done < self.trainer.num_training_batches and hasattr(sampler, "skip_batches"):
-            sampler.skip_batches(done)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups(self.optim_config.backbone_lr, self.optim_config.head_lr)
@@ -297,5 +285,3 @@ class T2CRModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = dict(checkpoint.get("t2cr_best", {}))
         self.exemplar_bank = checkpoint.get(EXEMPLAR_BANK_KEY)
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-        self._resumed_batches = int(progress.get("current", {}).get("completed", 0))

@@ -97,6 +97,35 @@ class SaveOnSigterm(Callback):
                             trainer.global_step)
 
 
+class ResumePosition(Callback):
+    """Where the training epoch stands, kept in every checkpoint (Lightning saves a callback's state_dict):
+    after a mid-epoch resume (a SIGTERM checkpoint) the sampler skips the batches the epoch already took.
+
+    The training sampler is a pure function of (seed, epoch), so skipping them resumes exactly where the
+    interrupted run stopped; an epoch-end checkpoint names a finished epoch and nothing is skipped.
+    """
+
+    def __init__(self) -> None:
+        self.epoch, self.done = -1, 0  # the epoch of the last trained batch, and its batches trained
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.epoch, self.done = trainer.current_epoch, batch_idx + 1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # once per fit, after the loaders exist and before the resumed epoch iterates
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if (self.epoch == trainer.current_epoch and 0 < self.done < trainer.num_training_batches
+                and hasattr(sampler, "skip_batches")):
+            sampler.skip_batches(self.done)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "done": self.done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.epoch, self.done = int(state_dict["epoch"]), int(state_dict["done"])
+
+
 class LastEveryEpoch(ModelCheckpoint):
     """`last.ckpt` at the end of every training epoch, whether or not the epoch validated.
 

@@ -23,7 +23,7 @@ from t2cr.distributed import GlobalBatchNorm
 from t2cr.features import ClipFeatures
 from t2cr.io import write_json, write_text  # noqa: F401 - write_json is re-exported for the CLIs
 from t2cr.launch import exit_with_parent, launch_local_ranks
-from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, SaveOnSigterm
+from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm
 from t2cr.schemas import register as register_schemas
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
         save_on_train_epoch_end=True,
     )
     last = LastEveryEpoch(directory)
-    callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt")]
+    callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt"), ResumePosition()]
     progress = cfg.callbacks.progress
     if progress == "rich":
         callbacks.append(RichProgressBar())
