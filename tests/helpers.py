@@ -57,8 +57,7 @@ def random_videos(batch: int, frames: int, size: int = 16, seed: int = 0) -> tup
 def shared_annotations() -> Path | None:
     """The real annotation files (../shared/data/annotations beside the checkout, or $T2CR_ANNOTATIONS)."""
     repo = Path(__file__).resolve().parents[1]
-    for candidate in (os.environ.get("T2CR_ANNOTATIONS"), repo.parent / "shared" / "data" / "annotations",
-                      Path("/work/shared/data/annotations")):
+    for candidate in (os.environ.get("T2CR_ANNOTATIONS"), repo.parent / "shared" / "data" / "annotations"):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import warnings
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from t2cr.models.i3d import (
     same_padding,
 )
 
-REFERENCE_TSV = Path("/work/shared/reference/i3d_kinetics_rgb_keys.tsv")
+# the reference key list: ../shared/reference beside the checkout (or $T2CR_REFERENCE, the folder holding it)
+REFERENCE_TSV = Path(os.environ.get("T2CR_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference")) / "i3d_kinetics_rgb_keys.tsv"
 
 
 def _read_reference() -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,7 @@ Two parts, in one run:
    N = 8): (a) reference-style, tests x 2K x (M + N); (b) ours per batch, tests x (1 + K) x (M + N);
    (c) ours once, distinct videos the test loop reads x (M + N); and per process under DDP with 2 and 8
    processes. The annotation folder (the one holding MTL-AQA/) is --annotations, else $T2CR_ANNOTATIONS,
-   else ../shared/data/annotations beside the checkout, else /work/shared/data/annotations; without it
+   else ../shared/data/annotations beside the checkout; without it
    this part is skipped. No frames are needed.
 2. Measured on the current device (CUDA if available, else CPU) on a generated synthetic split, the
    same weights three ways: reference-style (model(query, exemplar) per pair, votes averaged as
@@ -33,7 +33,7 @@ Commands (CPU: about a minute or two at the defaults; the synthetic split goes t
     python experiments/bench/bench_eval.py --json
     python experiments/bench/bench_eval.py --backbone tiny --test 6 --train 12 --measure-k 2
     python experiments/bench/bench_eval.py --repeats 2 --threads 1   # steadier times on a busy CPU
-    python experiments/bench/bench_eval.py --annotations /work/shared/data/annotations --k 10
+    python experiments/bench/bench_eval.py --annotations ../shared/data/annotations --k 10
 GPU, closer to MTL-AQA's clips (16-frame clips of 112 x 112 crops, K = 10):
     python experiments/bench/bench_eval.py --frames 103 --clip-length 16 --base-clips 10 \\
         --aux 8-clip-avg1 --size 112 --test 24 --train 60 --measure-k 10 --batch 2
@@ -81,8 +81,7 @@ def find_annotations(given: str | None) -> Path | None:
     """The MTL-AQA annotation folder, looked up as the tests do (tests/helpers.py shared_annotations)."""
     repo = Path(__file__).resolve().parents[2]
     candidates = [given] if given else [os.environ.get("T2CR_ANNOTATIONS"),
-                                        repo.parent / "shared" / "data" / "annotations",
-                                        Path("/work/shared/data/annotations")]
+                                        repo.parent / "shared" / "data" / "annotations"]
     for candidate in candidates:
         if not candidate:
             continue
@@ -414,7 +413,7 @@ def main() -> None:
         counts, skipped = None, None
         if annotations is None:
             skipped = (f"no {DATASET} annotation folder (--annotations, $T2CR_ANNOTATIONS, "
-                       f"../shared/data/annotations, /work/shared/data/annotations)")
+                       f"../shared/data/annotations beside the checkout)")
         else:
             # the data module warns about small pools; their count is reported instead
             logging.getLogger("t2cr.data.datamodule").setLevel(logging.ERROR)
