@@ -48,7 +48,7 @@ def test_train_writes_every_output(trained_run):
     assert len((trained_run / "predictions_test.csv").read_text().splitlines()) == 8
 
 
-def test_every_epoch_end_checkpoint_carries_the_bank_of_its_own_weights(trained_run):
+def test_the_final_and_best_checkpoints_carry_the_bank_of_their_own_weights(trained_run):
     """Built in on_save_checkpoint (t2cr.bank.ExemplarBank), never added to a file afterwards."""
     from omegaconf import OmegaConf
 

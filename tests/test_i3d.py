@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ast
-import warnings
 import os
+import warnings
 from pathlib import Path
 
 import pytest

@@ -215,3 +215,33 @@ def test_score_computes_under_the_runs_precision(checkpoint, tmp_path, monkeypat
         mixed = score_frames(module.model, module.exemplar_bank, video, pool, None, "cpu")
     full = score_frames(module.model, module.exemplar_bank, video, pool, None, "cpu")
     assert scored["score"] == mixed["score"] and scored["score"] != full["score"]
+
+
+def test_the_bank_goes_into_final_and_new_best_checkpoints_only(tmp_path, monkeypatch):
+    """ExemplarBank builds the bank (a backbone pass) for the checkpoints a run is scored with, not every epoch."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import t2cr.bank as bank_module
+
+    built = []
+    monkeypatch.setattr(bank_module, "build_exemplar_bank", lambda *args: built.append(args) or {"pools": {}})
+    old_best = tmp_path / "best-epoch000.ckpt"
+    old_best.write_bytes(b"")
+    monitor = SimpleNamespace(monitor="val/spearman", best_model_path=str(old_best))
+
+    def save(epoch: int, step: int) -> dict:
+        trainer = SimpleNamespace(is_global_zero=True, interrupted=False, datamodule=object(), max_epochs=10,
+                                  max_steps=-1, current_epoch=epoch, global_step=step, should_stop=False,
+                                  checkpoint_callbacks=[monitor],
+                                  precision_plugin=SimpleNamespace(forward_context=nullcontext))
+        checkpoint: dict = {}
+        callback.on_save_checkpoint(trainer, SimpleNamespace(model=None, device="cpu"), checkpoint)
+        return checkpoint
+
+    callback = bank_module.ExemplarBank(k=2, seed=0)
+    assert BANK_KEY not in save(epoch=3, step=40) and not built  # an epoch between: no backbone pass
+    monitor.best_model_path = str(tmp_path / "best-epoch004.ckpt")  # named, not yet written: this save
+    assert BANK_KEY in save(epoch=4, step=50) and len(built) == 1
+    assert BANK_KEY in save(epoch=4, step=50) and len(built) == 1  # last.ckpt of the same step shares it
+    assert BANK_KEY in save(epoch=9, step=100) and len(built) == 2  # the final epoch

@@ -7,6 +7,7 @@ model's score space and their backbone clip features (computed with the checkpoi
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,13 @@ def build_exemplar_bank(model: T2CR, datamodule: PairDataModule, k: int, seed: i
 
 
 class ExemplarBank(Callback):
-    """Every checkpoint written at the end of a training epoch carries the exemplar bank of its own weights.
+    """The checkpoints a run is scored with carry the exemplar bank of their own weights: the final epoch's
+    (`last.ckpt`) and each new best epoch's (`best-*.ckpt`).
 
     Built in `on_save_checkpoint` under the run's precision (its features are then those the in-training
-    evaluation computed), once per global step: `last.ckpt` and `best-*.ckpt` of one epoch share it. A
-    checkpoint saved on SIGTERM in the middle of an epoch carries none; the resumed run's next save does.
-    Only rank 0 writes checkpoints, so only rank 0 builds it.
+    evaluation computed), once per global step, so `last.ckpt` and `best-*.ckpt` of one epoch share it. The
+    epochs between and a SIGTERM save in the middle of an epoch carry none: the bank costs a backbone pass
+    over K exemplars per pool. Only rank 0 writes checkpoints, so only rank 0 builds it.
     """
 
     def __init__(self, k: int, seed: int) -> None:
@@ -70,11 +72,25 @@ class ExemplarBank(Callback):
                            checkpoint: dict[str, Any]) -> None:
         if not trainer.is_global_zero or trainer.interrupted or trainer.datamodule is None:
             return
+        if not (self._final(trainer) or self._new_best(trainer)):
+            return
         if self._built is None or self._built[0] != trainer.global_step:
             with trainer.precision_plugin.forward_context():
                 bank = build_exemplar_bank(pl_module.model, trainer.datamodule, self.k, self.seed, pl_module.device)
             self._built = (trainer.global_step, bank)
         checkpoint[BANK_KEY] = self._built[1]
+
+    @staticmethod
+    def _final(trainer: pl.Trainer) -> bool:
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
+        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        return last_epoch or last_step or trainer.should_stop
+
+    @staticmethod
+    def _new_best(trainer: pl.Trainer) -> bool:
+        # a monitored ModelCheckpoint names its new best file before writing it: this save is that file
+        return any(cb.monitor and cb.best_model_path and not Path(cb.best_model_path).exists()
+                   for cb in trainer.checkpoint_callbacks)
 
 
 def resolve_pool(bank: dict[str, Any], pool: object) -> str:
