@@ -21,7 +21,7 @@ from t2cr.data.datamodule import PairDataModule
 from t2cr.devices import cpus_per_process, processes_per_node
 from t2cr.distributed import GlobalBatchNorm
 from t2cr.features import ClipFeatures
-from t2cr.io import write_json, write_text  # noqa: F401 - write_json is re-exported for the CLIs
+from t2cr.io import write_text
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm
 from t2cr.schemas import register as register_schemas

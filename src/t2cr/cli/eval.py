@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2cr.cli.common import UserError, set_matmul_precision, user_errors
 from t2cr.cli.run_settings import apply_run_settings
 from t2cr.devices import check_global_batches
+from t2cr.io import write_json
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
@@ -29,7 +30,6 @@ from t2cr.run import (
     build_datamodule,
     build_trainer,
     start_other_ranks,
-    write_json,
     write_predictions_csv,
 )
 

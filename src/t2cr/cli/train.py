@@ -23,6 +23,7 @@ from t2cr.bank import ExemplarBank
 from t2cr.cli.common import set_matmul_precision, user_errors
 from t2cr.cli.prepare import cache_for_accelerator
 from t2cr.devices import check_global_batches, uses_gpu
+from t2cr.io import write_json
 from t2cr.launch import launched_externally
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
@@ -34,7 +35,6 @@ from t2cr.run import (
     build_trainer,
     is_rank_zero,
     start_other_ranks,
-    write_json,
     write_predictions_csv,
 )
 
