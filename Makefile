@@ -33,7 +33,8 @@ clean:
 # ------------------------------------------------------------------------------------------------------
 # The paper's tables as Hydra sweeps: one target per sweep file experiments/<sweep>.yaml, each a whole
 # table x 3 seeds in one sweep folder multirun/<sweep>/<stamp>/ (jobs, epochs and cost:
-# experiments/README.md). The paths are the dataset's the sweep trains on:
+# experiments/README.md). The paths are the dataset's the sweep trains on (MTL-AQA, FineDiving and JIGSAWS
+# read the annotation files shipped with t2cr; AQA-7's come from its archive: ANNOTATIONS=):
 #   make table8 ANNOTATIONS=/data/AQA-7 DATA_ROOT=/data/AQA-7/frames I3D=/data/model_rgb.pth
 #   t2cr-tables multirun/table8/<stamp> --table table8
 # SEEDS=0,1,2,3,4 replaces the seeds; ARGS='...' appends Hydra overrides (e.g. trainer=ddp,
@@ -44,8 +45,8 @@ SWEEPS := table1 table2 table3 table4 table5 table6 table7 table8 table9 table10
 .PHONY: $(SWEEPS)
 
 $(SWEEPS): install
-	@if [ -z "$(ANNOTATIONS)" ] || [ -z "$(DATA_ROOT)" ] || [ -z "$(I3D)" ]; then \
-		echo "make $@: pass ANNOTATIONS=<annotation folder> DATA_ROOT=<frames> I3D=<model_rgb.pth>" >&2; exit 2; fi
+	@if [ -z "$(DATA_ROOT)" ] || [ -z "$(I3D)" ]; then \
+		echo "make $@: pass DATA_ROOT=<frames> I3D=<model_rgb.pth> (and ANNOTATIONS=<folder holding Split_4> for AQA-7)" >&2; exit 2; fi
 	$(PYTHON) -m t2cr.cli.train --config-dir experiments --config-name $@ \
-		data.annotations=$(ANNOTATIONS) data.root=$(DATA_ROOT) model.backbone.checkpoint=$(I3D) \
+		$(if $(ANNOTATIONS),data.annotations=$(ANNOTATIONS)) data.root=$(DATA_ROOT) model.backbone.checkpoint=$(I3D) \
 		$(if $(SEEDS),seed=$(SEEDS)) $(if $(FAST),runtime=fast_ablation) $(ARGS)

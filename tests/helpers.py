@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from t2cr.data.packaged import packaged_root
 from t2cr.models.backbones import BackboneConfig
 from t2cr.models.t2cr import T2CR, ClipConfig, T2CRConfig
 
@@ -54,22 +54,11 @@ def random_videos(batch: int, frames: int, size: int = 16, seed: int = 0) -> tup
     return draw(), draw()
 
 
-def shared_annotations() -> Path | None:
-    """The real annotation files (../shared/data/annotations beside the checkout, or $T2CR_ANNOTATIONS)."""
-    repo = Path(__file__).resolve().parents[1]
-    for candidate in (os.environ.get("T2CR_ANNOTATIONS"), repo.parent / "shared" / "data" / "annotations"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+def shared_annotations() -> Path:
+    """The real annotation files: the official copies shipped with t2cr (one folder per dataset)."""
+    return packaged_root()
 
 
 def real_annotations(dataset: str) -> Path:
-    """The real annotation folder of one dataset (e.g. 'MTL-AQA'); skips the test when it is absent."""
-    import pytest
-
-    root = shared_annotations()
-    folder = None if root is None else root / dataset
-    if folder is None or not folder.is_dir():
-        pytest.skip(f"the real {dataset} annotation files are not available (expected under "
-                    f"../shared/data/annotations/{dataset} or $T2CR_ANNOTATIONS/{dataset})")
-    return folder
+    """The real annotation folder of one dataset (e.g. 'MTL-AQA')."""
+    return packaged_root() / dataset

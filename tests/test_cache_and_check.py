@@ -33,11 +33,9 @@ from t2cr.data.frames import JpegFolderSource, VideoFileSource, build_frame_sour
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
-from t2cr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, VideoTransform
+from t2cr.data.transforms import TransformConfig, VideoTransform
 
 REPO = Path(__file__).resolve().parents[1]
-MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
 
 def make_dataset(root: Path, num_events: int = 1) -> Path:
@@ -70,11 +68,6 @@ def prepare(config: DataConfig, samples: list[Sample], **kwargs):
                          **kwargs)
 
 
-def uint8_scale(video: torch.Tensor) -> torch.Tensor:
-    """Undo VideoTransform's normalisation: pixel values in uint8 units (0..255)."""
-    return (video * STD + MEAN) * 255
-
-
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("cache") / "synthetic")
@@ -94,14 +87,38 @@ def dataset(pristine, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------- cache
 
 
-def test_resize_frames_is_the_transform_resize_rounded():
+def _pil_bilinear(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """An independent reference: PIL's bilinear resize (its filter widens when it shrinks: antialiased)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(frame).resize((size_hw[1], size_hw[0]), Image.BILINEAR))
+                     for frame in frames])
+
+
+def _interpolate_float64(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """The documented resize computed here in float64: bilinear, half-pixel centres, antialiased."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).double() / 255
+    video = torch.nn.functional.interpolate(video, size=size_hw, mode="bilinear", align_corners=False,
+                                            antialias=True)
+    return (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("size", [(18, 22), (36, 50)], ids=["shrink", "enlarge"])
+def test_resize_frames_is_an_antialiased_bilinear_resize_rounded(size):
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 30, 40, 3), dtype=np.uint8)
-    transform = VideoTransform(TransformConfig(resize=[18, 22], crop=[18, 22], flip=False))
-    resized = resize_frames(frames, (18, 22))
-    assert resized.dtype == np.uint8 and resized.shape == (3, 18, 22, 3)
-    from_transform = uint8_scale(transform(frames)).permute(1, 2, 3, 0)
-    assert torch.equal(from_transform.round(), torch.from_numpy(resized).float())
-    assert resize_frames(frames, (30, 40)) is not None and np.array_equal(resize_frames(frames, (30, 40)), frames)
+    resized = resize_frames(frames, size)
+    assert resized.dtype == np.uint8 and resized.shape == (3, *size, 3)
+    ours = resized.astype(np.int64)
+    # against PIL (another implementation of the same filter): one uint8 step at most, rarely
+    pil = np.abs(ours - _pil_bilinear(frames, size))
+    assert pil.max() <= 1 and pil.mean() < 0.3, (pil.max(), pil.mean())
+    # against the same resize in float64: only float32 rounding ties may differ, by one step
+    exact = np.abs(ours - _interpolate_float64(frames, size))
+    assert exact.max() <= 1 and (exact > 0).mean() < 0.05, (exact.max(), (exact > 0).mean())
+    # VideoTransform reads frames through this resize (prepare), and frames already at size stay as they are
+    transform = VideoTransform(TransformConfig(resize=list(size), crop=list(size), flip=False))
+    assert np.array_equal(transform.prepare(frames).numpy(), resized)
+    assert np.array_equal(resize_frames(frames, (30, 40)), frames)
 
 
 def test_cached_reads_equal_jpeg_reads(dataset, tmp_path):
@@ -356,7 +373,8 @@ def test_prepare_cli_check_and_cache(damaged, pristine_events, tmp_path):
 
     made = cli([*cli_data_args(pristine_events), f"data.cache_dir={tmp_path / 'cache'}"], tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
-    assert "10 samples (10 written, 0 already cached), 200 frames" in made.stdout
+    # 6 training samples x (16 + 2 x train_shift 2) frames + 4 test samples x 16 (never shifted: no margin)
+    assert "10 samples (10 written, 0 already cached), 184 frames" in made.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "synthetic"]  # no stray outputs in the cwd
     config = data_config(pristine_events, tmp_path / "cache")
     config.name = "synthetic"

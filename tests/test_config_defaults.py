@@ -73,5 +73,41 @@ def test_every_group_file_extends_its_schema():
 
 def test_the_check_finds_a_repeated_default():
     defaults = _defaults(SCHEMAS["data"])
-    assert _repeats({"batch_size": 4, "synthetic": {"seed": 0}, "num_frames": 103},
+    assert _repeats({"batch_size": 4, "synthetic": {"seed": 0}, "num_frames": 96},
                     defaults) == ["batch_size: 4", "synthetic.seed: 0"]
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _composed_sections(group: str) -> list[dict]:
+    """The group's section of the composed run config, for each option of the group and each experiment
+    (an experiment may be the only place that keeps a default)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    section = group.replace("/", ".")
+    required = ["data.root=b"]
+    top = group.split("/")[0]
+    runs = [[f"{top}={p.stem}"] for p in sorted((CONF_DIR / top).glob("*.yaml"))]
+    runs += [[f"experiment={p.stem}"] for p in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
+    sections = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for overrides in runs:
+            cfg = compose(config_name="train", overrides=[*overrides, *required])
+            node = OmegaConf.select(cfg, section)
+            sections.append(OmegaConf.to_container(node, resolve=True))
+    return sections
+
+
+@pytest.mark.parametrize("group", list(SCHEMAS))
+def test_every_schema_default_is_used_by_some_config(group):
+    # a default that every config overrides is a second, unused definition of the value (issue 13)
+    defaults = {k: v for k, v in _leaves(_defaults(SCHEMAS[group])).items() if v != "???"}
+    composed = [_leaves(section) for section in _composed_sections(group)]
+    unused = sorted(key for key, value in defaults.items()
+                    if all(key in run and run[key] != value for run in composed) and any(key in run for run in composed))
+    assert not unused, f"{group}: every config overrides these schema defaults (give them a value a config uses): {unused}"

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 from helpers import shared_annotations
 
@@ -8,10 +6,7 @@ from t2cr.data.config import DataConfig
 from t2cr.data.exemplars import ExemplarPools
 from t2cr.data.samples import Sample
 
-ANNOTATIONS = shared_annotations()
-MTL = ANNOTATIONS / "MTL-AQA" if ANNOTATIONS else Path("MTL-AQA")
-needs_mtl = pytest.mark.skipif(not MTL.is_dir(), reason="real annotations not found (../shared/data/annotations "
-                               "beside the checkout, or set T2CR_ANNOTATIONS)")
+MTL = shared_annotations() / "MTL-AQA"
 
 
 def _sample(key, difficulty, action="101A"):
@@ -19,7 +14,6 @@ def _sample(key, difficulty, action="101A"):
                   end_frame=10)
 
 
-@needs_mtl
 def test_mtl_aqa_split_sizes_and_fields():
     splits = read_annotations(DataConfig(format="mtl_aqa", annotations=str(MTL), split_id=0))
     assert len(splits["train"]) == 1059 and len(splits["test"]) == 353
@@ -28,7 +22,6 @@ def test_mtl_aqa_split_sizes_and_fields():
     assert all(s.difficulty > 0 and 0 <= s.score <= 104.5 for s in splits["train"])
 
 
-@needs_mtl
 def test_mtl_aqa_pools_by_difficulty_and_seeded_voting():
     splits = read_annotations(DataConfig(format="mtl_aqa", annotations=str(MTL)))
     pools = ExemplarPools(splits["train"], "difficulty")

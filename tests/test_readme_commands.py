@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from t2cr.cli.tables import build_parser
-from t2cr.run import CONF_DIR, _split_top_level
+from t2cr.run import CONF_DIR
+from t2cr.sweeps import split_top_level
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CONFIG = {"t2cr-train": "train", "t2cr-eval": "eval", "t2cr-score": "score", "t2cr-explain": "explain",
@@ -30,8 +31,9 @@ def readme_commands() -> list[str]:
     commands = []
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
-            if line.strip().startswith(tuple(CONFIG) + ("t2cr-tables",)):
-                commands.append(line.strip())
+            line = line.strip().removeprefix("$ ")  # a console transcript's prompt; its output lines are skipped
+            if line.split(" ", 1)[0] in (*CONFIG, "t2cr-tables"):
+                commands.append(line)
     without_blocks = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     commands += [span for span in re.findall(r"`([^`\n]+)`", without_blocks)
                  if span.startswith(tuple(CONFIG) + ("t2cr-tables",)) and " " in span]
@@ -62,7 +64,7 @@ def one_job(args: list[str]) -> list[str]:
         if arg in ("-m", "--multirun"):
             continue
         key, sep, value = arg.partition("=")
-        job.append(f"{key}={_split_top_level(value)[0]}" if sep else arg)
+        job.append(f"{key}={split_top_level(value)[0]}" if sep else arg)
     return job
 
 

@@ -239,13 +239,77 @@ def test_fast_ablation_runs_are_labelled_a_deviation(tmp_path, paper):
         config["runtime"] = {"stored_features": seed == 0}
         _job(sweep, seed, f"s{seed}", config, _metrics(0.9, 0.3))
     result = tables.build_table(tables.load_runs(sweep), paper, "table6")
-    assert result.deviations and result.deviations[0].startswith("1 of 2 runs: fast ablation mode")
+    # a Deviation (mark, text, runs) since the protocol labels: the text as before, a mark on the rows
+    assert result.deviations and result.deviations[0].text.startswith("1 of 2 runs: fast ablation mode")
     markdown = tables.render_markdown(result)
-    assert "**Deviation from the paper**: 1 of 2 runs: fast ablation mode" in markdown
+    assert "- **Deviation from the paper** [a]: 1 of 2 runs: fast ablation mode" in markdown
+    assert any(ln.startswith("| mse+ntxent+self_reg [a] |") for ln in markdown.splitlines())
     rows = list(csv.DictReader(io.StringIO(tables.render_csv(result))))
     assert [r["kind"] for r in rows].count("deviation") == 1
     plain = tables.build_table(tables.load_runs(sweep / "1_s1"), paper, "table6")
     assert plain.deviations == [] and "Deviation" not in tables.render_markdown(plain)
+
+
+def _hydra_record(job, experiment, data):
+    """The choices Hydra records in .hydra/hydra.yaml (the run's experiment and data config)."""
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"choices": {"experiment": experiment, "data": data, "data/transform": "paper"}}}}))
+
+
+def test_runs_off_the_paper_protocol_are_marked_and_listed(tmp_path, paper):
+    """Issue 21 point 8: a throwaway run (random-init I3D, 2 steps, 8 of 1059 training samples, small frames)
+    is marked in the row and each way it differs is listed under the table."""
+    sweep = tmp_path / "t2"
+    paper_like = _config(0, data_name="mtl_aqa", classes=None, exemplar_rule="difficulty")
+    paper_like["data"]["transform"] = {"resize": [128, 228], "crop": [112, 112]}
+    paper_like["trainer"] = {"max_epochs": 200, "limit_train_batches": None, "limit_val_batches": 1.0}
+    paper_like["model"]["backbone"] = {"random_init": False}
+    full = _job(sweep, 0, "full", paper_like, _metrics(0.96, 0.22, epochs=200, samples_per_split={
+        "train": {"found": 1059, "dropped": 0, "kept": 1059}, "test": {"found": 353, "dropped": 0, "kept": 353}}))
+    _hydra_record(full, "mtl_aqa_dd", "mtl_aqa")
+    throwaway = _config(1, data_name="mtl_aqa", classes=None, exemplar_rule="random")
+    throwaway["data"]["transform"] = {"resize": [64, 64], "crop": [56, 56]}
+    throwaway["trainer"] = {"max_epochs": 1, "limit_train_batches": 2, "limit_test_batches": 0.5}
+    throwaway["model"]["backbone"] = {"random_init": True}
+    small = _job(sweep, 1, "throwaway", throwaway, _metrics(0.70, 4.0, epochs=1, samples_per_split={
+        "train": {"found": 1059, "dropped": 1051, "kept": 8}, "test": {"found": 353, "dropped": 349, "kept": 4}}))
+    _hydra_record(small, "mtl_aqa_wo_dd", "mtl_aqa")
+    result = tables.build_table(tables.load_runs(sweep), paper, "table2")
+    texts = {d.mark: d.text for d in result.deviations}
+    assert list(texts) == ["a", "b", "c", "d", "e"]
+    assert texts["a"].startswith("1 of 2 runs: backbone from random weights (model.backbone.random_init=true)")
+    assert "trainer.limit_train_batches=2, trainer.limit_test_batches=0.5" in texts["b"]
+    assert "1 of 200 epochs, experiment=mtl_aqa_wo_dd" in texts["c"]
+    assert "train 1051 of 1059, test 349 of 353" in texts["d"]
+    assert "data.transform.resize=[64, 64], data=mtl_aqa has [128, 228]" in texts["e"]
+    assert "data.transform.crop=[56, 56], data=mtl_aqa has [112, 112]" in texts["e"]
+    assert _row(result, "w/o DD").marks == ["a", "b", "c", "d", "e"] and _row(result, "w/ DD").marks == []
+    markdown = tables.render_markdown(result)
+    lines = markdown.splitlines()
+    assert any(ln.startswith("| w/o DD [a, b, c, d, e] | 0.7000") for ln in lines)
+    assert any(ln.startswith("| w/ DD | 0.9600") for ln in lines)
+    table_end = max(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    listed = [ln for ln in lines[table_end:] if ln.startswith("- **Deviation from the paper**")]
+    assert [ln.split("]")[0] for ln in listed] == [f"- **Deviation from the paper** [{m}" for m in "abcde"]
+    rows = list(csv.DictReader(io.StringIO(tables.render_csv(result))))
+    assert {r["label"]: r["row"] for r in rows if r["kind"] == "deviation"} == {m: "w/o DD" for m in "abcde"}
+    assert next(r for r in rows if r["row"] == "w/o DD" and r["kind"] == "row")["deviations"] == "a b c d e"
+
+
+def test_unknown_setting_is_not_compared_and_old_runs_say_what_is_unknown(tmp_path, paper):
+    """No experiment recorded: the epochs are not compared; a run from before samples_per_split with
+    data.skip_missing=true is labelled as possibly having dropped samples."""
+    config = _config(0, data_name="mtl_aqa", classes=None, exemplar_rule="difficulty")
+    config["trainer"] = {"max_epochs": 1}
+    config["data"]["skip_missing"] = True
+    _job(tmp_path, 0, "old", config, _metrics(0.9, 0.3, epochs=1))
+    result = tables.build_table(tables.load_runs(tmp_path), paper, "table2")
+    expected = ("all runs: samples dropped from the splits (data.skip_missing / data.exclude): the test set is not "
+                "the paper's (data.skip_missing=true; metrics.json does not record what it dropped)")
+    assert [d.text for d in result.deviations] == [expected]
+    assert tables.setting_max_epochs("table6/mse") == 200  # through mtl_aqa_dd and paper/common
+    assert tables.setting_max_epochs("no_such_experiment") is None
+    assert tables.setting_transform("jigsaws") == {"resize": [128, 170], "crop": [112, 112]}
 
 
 # ----------------------------------------------------------------------- Table 4 (JIGSAWS, folds)

@@ -12,9 +12,8 @@ Two parts, in one run:
    with the settings of conf/data/mtl_aqa.yaml and the clip plan of conf/model/t2cr.yaml (M = 10,
    N = 8): (a) reference-style, tests x 2K x (M + N); (b) ours per batch, tests x (1 + K) x (M + N);
    (c) ours once, distinct videos the test loop reads x (M + N); and per process under DDP with 2 and 8
-   processes. The annotation folder (the one holding MTL-AQA/) is --annotations, else $T2CR_ANNOTATIONS,
-   else ../shared/data/annotations beside the checkout; without it
-   this part is skipped. No frames are needed.
+   processes. The annotation files are the ones shipped with t2cr (t2cr.data.packaged), or the folder
+   given with --annotations (the MTL-AQA folder, or the one holding MTL-AQA/). No frames are needed.
 2. Measured on the current device (CUDA if available, else CPU) on a generated synthetic split, the
    same weights three ways: reference-style (model(query, exemplar) per pair, votes averaged as
    T2CR.vote does), ours per batch (pl.Trainer.test, eval_features_once=false) and ours once
@@ -33,7 +32,7 @@ Commands (CPU: about a minute or two at the defaults; the synthetic split goes t
     python experiments/bench/bench_eval.py --json
     python experiments/bench/bench_eval.py --backbone tiny --test 6 --train 12 --measure-k 2
     python experiments/bench/bench_eval.py --repeats 2 --threads 1   # steadier times on a busy CPU
-    python experiments/bench/bench_eval.py --annotations ../shared/data/annotations --k 10
+    python experiments/bench/bench_eval.py --annotations /data/MTL-AQA/info --k 10   # your own copy
 GPU, closer to MTL-AQA's clips (16-frame clips of 112 x 112 crops, K = 10):
     python experiments/bench/bench_eval.py --frames 103 --clip-length 16 --base-clips 10 \\
         --aux 8-clip-avg1 --size 112 --test 24 --train 60 --measure-k 10 --batch 2
@@ -47,7 +46,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -60,6 +58,7 @@ import torch
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
+from t2cr.data.packaged import packaged_folder
 from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from t2cr.data.transforms import TransformConfig
 from t2cr.features import ClipFeatures, share
@@ -77,20 +76,15 @@ DATASET = "MTL-AQA"
 
 
 # ------------------------------------------------------------------------ part 1: MTL-AQA counts
-def find_annotations(given: str | None) -> Path | None:
-    """The MTL-AQA annotation folder, looked up as the tests do (tests/helpers.py shared_annotations)."""
-    repo = Path(__file__).resolve().parents[2]
-    candidates = [given] if given else [os.environ.get("T2CR_ANNOTATIONS"),
-                                        repo.parent / "shared" / "data" / "annotations"]
-    for candidate in candidates:
-        if not candidate:
-            continue
-        path = Path(candidate).expanduser()
-        if (path / DATASET).is_dir():
-            return path / DATASET
-        if path.name == DATASET and path.is_dir():  # the dataset folder itself
-            return path
-    return None
+def find_annotations(given: str | None) -> Path:
+    """The MTL-AQA annotation folder: the packaged official files, or the folder given (or its MTL-AQA/)."""
+    if not given:
+        return packaged_folder("mtl_aqa")
+    path = Path(given).expanduser()
+    folder = path / DATASET if (path / DATASET).is_dir() else path
+    if not folder.is_dir():
+        raise SystemExit(f"bench_eval.py: --annotations {given} is not a folder")
+    return folder
 
 
 def compose_mtl_aqa(annotations: Path, k: int) -> tuple[DataConfig, ClipConfig, bool]:
@@ -372,7 +366,7 @@ def print_report(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--annotations", help="folder holding MTL-AQA/ (default: $T2CR_ANNOTATIONS, shared data)")
+    parser.add_argument("--annotations", help="MTL-AQA annotation folder (default: the files shipped with t2cr)")
     parser.add_argument("--k", type=int, default=10, help="voting exemplars K at MTL-AQA sizes")
     parser.add_argument("--measure-k", type=int, default=3,
                         help="K of the measured run (the synthetic split has 6 difficulty pools: train >= 6K "
@@ -410,15 +404,13 @@ def main() -> None:
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with quiet:
         annotations = find_annotations(args.annotations)
-        counts, skipped = None, None
-        if annotations is None:
-            skipped = (f"no {DATASET} annotation folder (--annotations, $T2CR_ANNOTATIONS, "
-                       f"../shared/data/annotations beside the checkout)")
-        else:
-            # the data module warns about small pools; their count is reported instead
-            logging.getLogger("t2cr.data.datamodule").setLevel(logging.ERROR)
-            counts = mtl_aqa_counts(annotations, args.k)
-            logging.getLogger("t2cr.data.datamodule").setLevel(logging.NOTSET)
+        skipped = None
+        # the data module warns about small pools; their count is reported instead
+        for name in ("t2cr.data.datamodule", "t2cr.data.splits"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        counts = mtl_aqa_counts(annotations, args.k)
+        for name in ("t2cr.data.datamodule", "t2cr.data.splits"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
         measured = measure(args, device)
 
     if counts is not None:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from t2cr.config_checks import require_number
+
 __all__ = ["LossConfig", "T2CRLoss", "nt_xent_star", "path_mse", "soft_dtw", "soft_dtw_cuda_selfcheck"]
 
 
@@ -419,12 +421,15 @@ class LossConfig:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
+        # finite numbers only: NaN passes every comparison, and an infinite weight or temperature makes the
+        # total loss inf or NaN
         for name in ("reg_weight", "cls_weight", "aln_weight", "self_weight", "path_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}; "
-                                 "turn a term off with its use_* switch")
-        if self.tau <= 0 or self.gamma <= 0:
-            raise ValueError(f"loss.tau and loss.gamma must be > 0, got {self.tau}, {self.gamma}")
+            value = require_number(getattr(self, name), f"loss.{name}")
+            if value < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {value}; turn a term off with its use_* "
+                                 "switch")
+        for name in ("tau", "gamma"):
+            require_number(getattr(self, name), f"loss.{name}", low=0.0, low_open=True)
 
 
 class T2CRLoss(nn.Module):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies import DDPStrategy
 
+import t2cr.sweeps  # noqa: F401  (registers the t2cr_dirname resolver that names sweep jobs)
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
@@ -23,6 +24,7 @@ from t2cr.distributed import GlobalBatchNorm
 from t2cr.features import ClipFeatures
 from t2cr.io import write_text
 from t2cr.launch import exit_with_parent, launch_local_ranks
+from t2cr.quiet import quiet_third_party
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm
 from t2cr.schemas import register as register_schemas
 
@@ -31,39 +33,6 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register_schemas()  # conf/<group>/*.yaml extend the dataclass schemas: t2cr.schemas
 WANDB_ID_FILE = "wandb_run_id.txt"
-MAX_DIRNAME = 120
-
-
-def job_dirname(override_dirname: str, seed: object) -> str:
-    """A sweep job's folder name from its overrides: paths dropped, the seed always in, length bounded.
-
-    Hydra's override_dirname holds every override; with data paths it outgrows file-name limits, and
-    without the seed two seeds of one setting would share a folder.
-    """
-    parts = [p for p in _split_top_level(override_dirname) if p and "/" not in p]
-    if not any(p.startswith("seed=") for p in parts):
-        parts.append(f"seed={seed}")
-    name = ",".join(sorted(parts))
-    if len(name) > MAX_DIRNAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        seed_part = f"seed={seed}"
-        name = f"{name[: MAX_DIRNAME - len(seed_part) - 10]}~{digest},{seed_part}"
-    return name.replace("/", "_")
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets: 'a=[1,2],b=3' -> ['a=[1,2]', 'b=3']."""
-    parts, depth, current = [], 0, []
-    for char in text:
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def aqa7_classes_name(classes: Any) -> str:
@@ -75,8 +44,6 @@ def aqa7_classes_name(classes: Any) -> str:
     return "+".join(CLASS_NAMES.get(int(c), str(c)) for c in classes)
 
 
-if not OmegaConf.has_resolver("t2cr_dirname"):
-    OmegaConf.register_new_resolver("t2cr_dirname", job_dirname)
 if not OmegaConf.has_resolver("t2cr_aqa7_classes"):
     OmegaConf.register_new_resolver("t2cr_aqa7_classes", aqa7_classes_name)
 
@@ -94,7 +61,9 @@ def build_datamodule(cfg: DictConfig) -> PairDataModule:
     return datamodule
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, name: str) -> Any:
+def build_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = None, tags: Sequence[str] = (),
+                 job_type: str = "train") -> Any:
+    """The run's logger; W&B runs get `name`, the sweep's `group`, `job_type` and `tags` (t2cr.sweeps)."""
     kind = cfg.logger.kind
     if kind == "none":
         return False
@@ -113,12 +82,31 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str) -> Any:
             if is_rank_zero():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(run_id + "\n")
-        return WandbLogger(
+        logger = WandbLogger(
             name=name, project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
-            offline=cfg.logger.mode == "offline", id=run_id, resume="allow", tags=list(cfg.logger.tags),
+            offline=cfg.logger.mode == "offline", id=run_id, resume="allow",
+            tags=[*cfg.logger.tags, *(t for t in tags if t not in cfg.logger.tags)], group=group, job_type=job_type,
             config=OmegaConf.to_container(cfg, resolve=True),
         )
+        # Lightning 2.6 always passes anonymous=None to wandb.init, which wandb >= 0.19 answers with a
+        # deprecation warning at every run start; leaving the key out is wandb's default
+        logger._wandb_init.pop("anonymous", None)
+        return logger
     raise ValueError(f"unknown logger.kind {kind!r}; expected wandb, csv or none")
+
+
+class BestOfValidatedEpochs(ModelCheckpoint):
+    """The best epoch by the monitored metric, compared only on epochs that validate.
+
+    Lightning's ModelCheckpoint looks for the metric after every training epoch and warns that it is
+    missing on the epochs `trainer.check_val_every_n_epoch` skips, a warning nobody can act on; an epoch
+    that is scheduled to validate still gets Lightning's own check (a misspelt monitor is reported)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        every = trainer.check_val_every_n_epoch
+        if every is not None and (trainer.current_epoch + 1) % every != 0:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, ModelCheckpoint]:
@@ -128,7 +116,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
     validation end records an unfinished epoch, which a resume would train again.
     """
     directory = str(run_dir / "checkpoints")
-    best = ModelCheckpoint(
+    best = BestOfValidatedEpochs(
         dirpath=directory, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=False, every_n_epochs=1,
         save_on_train_epoch_end=True,
@@ -144,6 +132,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
 
 
 def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_dir: Path) -> pl.Trainer:
+    quiet_third_party()
     t = cfg.trainer
     strategy: Any = t.strategy
     if strategy == "ddp":

@@ -12,6 +12,12 @@ classes / tasks, per seed, again Fisher's z for the correlation and the plain me
 Nothing is dropped silently: failed jobs, rows without runs, incomplete fold sets, runs that match no
 row, duplicates and runs of another dataset are listed under the table.
 
+Runs that do not follow the paper's protocol are labelled (``deviations``): the fast ablation mode, a
+randomly initialised backbone, limited batches, fewer epochs than the setting (the experiment's
+``trainer.max_epochs``, read from conf/experiment), samples dropped from the splits (``data.skip_missing``
+or ``data.exclude``; metrics.json's ``samples_per_split``) and a resize / crop other than the data config's.
+Each gets a mark ([a], [b], ...) on the rows whose runs have it and a line under the table.
+
 Std is the sample standard deviation over seeds (``ddof=1``); with one seed there is none.
 """
 
@@ -25,6 +31,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ import yaml
 from t2cr.metrics import fisher_z_mean
 
 __all__ = [
+    "Deviation",
     "Issue",
     "RowResult",
     "Run",
@@ -55,6 +63,9 @@ SKIP_DIRS = {".hydra", "wandb", "checkpoints", "csv", "__pycache__", ".git"}
 #: runs of another dataset are counted, and this many named
 SHOW_SKIPPED = 10
 _MISSING = object()
+#: the repository's Hydra configs (t2cr.run.CONF_DIR, without importing Lightning): the settings runs are
+#: compared with (an experiment's trainer.max_epochs, a data config's resize and crop)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -127,9 +138,20 @@ class Run:
     metrics: dict[str, Any] | None
     overrides: list[str] = field(default_factory=list)
     problem: str | None = None  # why the job counts as failed
+    choices: dict[str, Any] = field(default_factory=dict)  # Hydra's config group choices (.hydra/hydra.yaml)
 
     def get(self, key: str) -> Any:
         return get_key(self.config, key)
+
+    def choice(self, group: str) -> str | None:
+        """The option of a config group the run used (experiment, data), from Hydra's record or the overrides."""
+        if self.choices.get(group) is not None:
+            return str(self.choices[group])
+        for override in self.overrides:
+            name, _, value = override.lstrip("+").partition("=")
+            if name == group and value:
+                return value
+        return None
 
     @property
     def seed(self) -> Any:
@@ -213,6 +235,19 @@ def _load_metrics(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return loaded
 
 
+def _load_choices(path: Path) -> dict[str, Any]:
+    """hydra.runtime.choices of the job's .hydra/hydra.yaml; {} without it (the run's setting is then read from
+    its overrides, or not compared)."""
+    hydra_path = path / ".hydra" / "hydra.yaml"
+    if not hydra_path.is_file():
+        return {}
+    try:
+        choices = get_key(_read_yaml(hydra_path), "hydra.runtime.choices")
+    except (OSError, yaml.YAMLError):
+        return {}  # only the comparison with the setting is lost; the run's metrics are still read
+    return choices if isinstance(choices, dict) else {}
+
+
 def load_run(path: Path) -> Run:
     problems: list[str] = []
     config = _load_config(path, problems)
@@ -221,7 +256,8 @@ def load_run(path: Path) -> Run:
     if config is None:
         problems.append("no config.yaml")
     return Run(path=path, config=config, metrics=metrics, overrides=overrides,
-               problem="; ".join(problems) if metrics is None or config is None else None)
+               problem="; ".join(problems) if metrics is None or config is None else None,
+               choices=_load_choices(path))
 
 
 def load_runs(roots: str | Path | Iterable[str | Path]) -> list[Run]:
@@ -261,6 +297,8 @@ class RowResult:
     values: dict[str, dict[Any, float]] = field(default_factory=lambda: {m: {} for m in METRICS})
     paper: dict[str, float | None] = field(default_factory=dict)
     average: bool = False
+    runs: list[Run] = field(default_factory=list, repr=False)  # the runs placed in this row
+    marks: list[str] = field(default_factory=list)  # the deviations of its runs (Deviation.mark)
 
     @property
     def seeds(self) -> list[Any]:
@@ -307,6 +345,15 @@ class Issue:
 
 
 @dataclass
+class Deviation:
+    """A way some runs differ from the paper's protocol: a mark on their rows and a line under the table."""
+
+    mark: str  # a, b, ...
+    text: str
+    paths: set[str] = field(default_factory=set)  # the runs concerned
+
+
+@dataclass
 class TableResult:
     name: str
     spec: dict[str, Any]
@@ -316,7 +363,7 @@ class TableResult:
     issues: list[Issue]
     sources: list[str]
     filtered: bool = True
-    deviations: list[str] = field(default_factory=list)  # settings of the runs that differ from the paper's
+    deviations: list[Deviation] = field(default_factory=list)  # settings of the runs that differ from the paper's
 
     @property
     def has_paper_values(self) -> bool:
@@ -453,22 +500,185 @@ def build_table(runs: Sequence[Run], paper: dict[str, Any], table: str, metric: 
     else:
         raise ValueError(f"{table}: unknown layout {layout!r}")
     issues += more + _skipped_issues(skipped, spec)
+    deviations = _deviations(selected)
+    for row in rows:
+        paths = {str(run.path) for run in row.runs}
+        row.marks = [d.mark for d in deviations if d.paths & paths]
     return TableResult(name=table, spec=spec, metric=metric, metric_keys=keys, rows=rows, issues=issues,
-                       sources=[str(s) for s in sources], filtered=use_filter, deviations=_deviations(selected))
+                       sources=[str(s) for s in sources], filtered=use_filter, deviations=deviations)
 
 
 FAST_ABLATION_NOTE = ("fast ablation mode (runtime=fast_ablation): I3D frozen at its Kinetics weights, clip features "
                       "computed once without training augmentation; the paper fine-tunes I3D (Sec. 4.3), so these "
                       "numbers compare rows with each other, not with the paper's column")
+#: kind -> what it means; a run's detail (the values) follows in parentheses
+DEVIATION_NOTES = {
+    "fast_ablation": FAST_ABLATION_NOTE,
+    "random_init": "backbone from random weights (model.backbone.random_init=true); the paper fine-tunes I3D from "
+                   "its Kinetics weights",
+    "limited_batches": "limited batches: not every sample was trained on or evaluated",
+    "fewer_epochs": "fewer epochs than the setting",
+    "dropped_samples": "samples dropped from the splits (data.skip_missing / data.exclude): the test set is not the "
+                       "paper's",
+    "transform": "frames resized or cropped otherwise than the data config",
+}
+SHOWN_DETAILS = 5  # distinct values named per deviation
 
 
-def _deviations(runs: Sequence[Run]) -> list[str]:
-    """Settings of the runs that make the table differ from the paper's protocol, said once each."""
-    fast = [run for run in runs if get_key(run.config, "runtime.stored_features")]
-    if not fast:
+def _deviations(runs: Sequence[Run]) -> list[Deviation]:
+    """The ways the runs differ from the paper's protocol, in DEVIATION_NOTES order, each marked a, b, ..."""
+    found: dict[str, dict[str, list[str]]] = {}  # kind -> run path -> its details
+    for run in runs:
+        for kind, detail in run_deviations(run):
+            found.setdefault(kind, {}).setdefault(str(run.path), []).append(detail)
+    deviations = []
+    for kind in (k for k in DEVIATION_NOTES if k in found):
+        paths = found[kind]
+        share = "all runs" if len(paths) == len(runs) else f"{len(paths)} of {len(runs)} runs"
+        details = list(dict.fromkeys(d for ds in paths.values() for d in ds if d))
+        shown = "; ".join(details[:SHOWN_DETAILS]) + ("; ..." if len(details) > SHOWN_DETAILS else "")
+        text = f"{share}: {DEVIATION_NOTES[kind]}" + (f" ({shown})" if shown else "")
+        deviations.append(Deviation(mark=chr(ord("a") + len(deviations)), text=text, paths=set(paths)))
+    return deviations
+
+
+def run_deviations(run: Run) -> list[tuple[str, str]]:
+    """(kind, detail) for each way this run is not the paper's protocol (kinds of DEVIATION_NOTES)."""
+    found: list[tuple[str, str]] = []
+    if get_key(run.config, "runtime.stored_features") is True:
+        found.append(("fast_ablation", ""))
+    if run.get("model.backbone.random_init") is True:
+        found.append(("random_init", ""))
+    limits = _limited_batches(run)
+    if limits:
+        found.append(("limited_batches", ", ".join(limits)))
+    epochs = _fewer_epochs(run)
+    if epochs:
+        found.append(("fewer_epochs", epochs))
+    dropped = _dropped_samples(run)
+    if dropped:
+        found.append(("dropped_samples", dropped))
+    found += [("transform", detail) for detail in _changed_transform(run)]
+    return found
+
+
+LIMIT_KEYS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
+
+
+def _limited_batches(run: Run) -> list[str]:
+    """Lightning's limit_*_batches other than all of them (null or the float 1.0; an int counts batches)."""
+    limited = []
+    for key in LIMIT_KEYS:
+        value = run.get(key)
+        if value is _MISSING or value is None or (isinstance(value, float) and value == 1.0):
+            continue
+        limited.append(f"{key}={show(value)}")
+    return limited
+
+
+def _fewer_epochs(run: Run) -> str:
+    """'2 of 200 epochs, experiment=mtl_aqa_dd' when the run trained fewer than its experiment's setting; '' when
+    it did not, or when the setting is not known (no experiment, or one without trainer.max_epochs)."""
+    experiment = run.choice("experiment")
+    setting = setting_max_epochs(experiment) if experiment else None
+    if setting is None:
+        return ""
+    trained = (run.metrics or {}).get("epochs")
+    if not isinstance(trained, (int, float)) or isinstance(trained, bool):
+        trained = run.get("trainer.max_epochs")
+    if not isinstance(trained, (int, float)) or isinstance(trained, bool) or trained >= setting:
+        return ""
+    return f"{int(trained)} of {setting} epochs, experiment={experiment}"
+
+
+def _dropped_samples(run: Run) -> str:
+    """'train 1051 of 1059, test 349 of 353' from metrics.json's samples_per_split; runs written before it was
+    recorded: data.exclude's keys, or data.skip_missing=true (which may have dropped some)."""
+    counts = (run.metrics or {}).get("samples_per_split")
+    if isinstance(counts, dict):
+        parts = [f"{split} {c.get('dropped')} of {c.get('found')}" for split, c in counts.items()
+                 if isinstance(c, dict) and c.get("dropped")]
+        return ", ".join(parts)
+    exclude = run.get("data.exclude")
+    if isinstance(exclude, list) and exclude:
+        return f"data.exclude={show(exclude)}"
+    if run.get("data.skip_missing") is True and run.metrics is not None:
+        return "data.skip_missing=true; metrics.json does not record what it dropped"
+    return ""
+
+
+def _changed_transform(run: Run) -> list[str]:
+    """data.transform.resize / crop where they differ from the setting's (data config, experiment overlay)."""
+    if not isinstance(run.get("data.transform"), dict):
         return []
-    share = "all runs" if len(fast) == len(runs) else f"{len(fast)} of {len(runs)} runs"
-    return [f"{share}: {FAST_ABLATION_NOTE}"]
+    data = run.choice("data") or show(run.get("data.name"))
+    expected = setting_transform(data, run.choice("experiment"))
+    if expected is None:
+        return []
+    changed = []
+    for name, value in expected.items():
+        have = run.get(f"data.transform.{name}")
+        if have is not _MISSING and canon(have) != canon(value):
+            changed.append(f"data.transform.{name}={show(have)}, data={data} has {show(value)}")
+    return changed
+
+
+@cache
+def _conf_yaml(relative: str) -> dict[str, Any] | None:
+    """conf/<relative>.yaml as a mapping; None when there is no such config."""
+    path = CONF_DIR / f"{relative}.yaml"
+    if not path.is_file():
+        return None
+    loaded = _read_yaml(path)
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _experiment_chain(experiment: str | None) -> list[dict[str, Any]]:
+    """The experiment's config and the experiment configs it includes (defaults '/experiment/...'), most
+    specific first."""
+    chain: list[dict[str, Any]] = []
+    todo, seen = ([experiment] if experiment else []), set()
+    while todo:
+        name = todo.pop(0)
+        node = None if name in seen else _conf_yaml(f"experiment/{name}")
+        seen.add(name)
+        if node is None:
+            continue
+        chain.append(node)
+        todo += [entry[len("/experiment/"):] for entry in node.get("defaults") or []
+                 if isinstance(entry, str) and entry.startswith("/experiment/")]
+    return chain
+
+
+def setting_max_epochs(experiment: str) -> int | None:
+    """trainer.max_epochs of conf/experiment/<experiment>.yaml (or of an experiment it includes); None if unset."""
+    for node in _experiment_chain(experiment):
+        value = get_key(node, "trainer.max_epochs")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def setting_transform(data: str, experiment: str | None = None) -> dict[str, Any] | None:
+    """resize and crop as conf/data/<data>.yaml sets them (its transform preset, its own transform block, the
+    experiment's overlay over both, the schema's defaults under all); None for an unknown data config."""
+    # imported only when a run is compared: it imports torch
+    from t2cr.data.transforms import TransformConfig
+
+    node = _conf_yaml(f"data/{data}")
+    if node is None:
+        return None
+    schema = TransformConfig()
+    values: dict[str, Any] = {"resize": list(schema.resize), "crop": list(schema.crop)}
+    presets = [entry["transform"] for entry in node.get("defaults") or []
+               if isinstance(entry, dict) and isinstance(entry.get("transform"), str)]
+    layers = [_conf_yaml(f"data/transform/{preset}") or {} for preset in presets]
+    layers.append(node.get("transform") or {})
+    layers += [get_key(n, "data.transform") for n in reversed(_experiment_chain(experiment))]
+    for layer in layers:
+        if isinstance(layer, dict):
+            values.update({k: layer[k] for k in values if k in layer})
+    return values
 
 
 def _paper_values(row: dict[str, Any] | None) -> dict[str, float | None]:
@@ -540,6 +750,8 @@ def _build_plain(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str]
     issues = [issue for run in runs if (issue := _place_plain_run(run, matches, row_keys, keys, placed))]
     issues += _missing_issues(placed.results, "no finished run")
     issues += _mixed_issues(placed.runs, set(row_keys) | set(spec.get("filter") or {}) | {"seed"}, known)
+    for name, result in placed.results.items():
+        result.runs = placed.runs[name]
     return list(placed.results.values()), issues
 
 
@@ -689,9 +901,12 @@ def _build_groups(runs: Sequence[Run], spec: dict[str, Any], keys: dict[str, str
     issues = [issue for run in runs for issue in _place_group_run(run, layout, keys, cells, rows_runs)]
     issues += _combine_cells(cells, layout, results)
     issues += _missing_issues(results, "no finished run" + (" set of all folds" if layout.fold_key else ""))
+    for name, result in results.items():
+        result.runs = rows_runs[name]
     rows = list(results.values())
     if spec.get("average") is not None:
         average, more = _average_row(rows, spec["average"])
+        average.runs = list({str(run.path): run for row in rows for run in row.runs}.values())
         issues += more
         rows.append(average)
     ignore = {layout.group_key, "seed"} | ({layout.fold_key} if layout.fold_key else set()) | set(spec.get("filter") or {})
@@ -782,7 +997,6 @@ def render_markdown(result: TableResult) -> str:
                  "Δ = ours − paper." + ("" if result.filtered else " Dataset filter off."))
     if not result.has_paper_values:
         lines.append(f"Paper: {spec.get('paper_note', 'no values')}.")
-    lines += [f"**Deviation from the paper**: {text}." for text in result.deviations]
     lines.append("")
     header = [str(spec.get("row_header", "Row"))]
     for m in METRICS:
@@ -791,7 +1005,8 @@ def render_markdown(result: TableResult) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in result.rows:
-        cells = [f"**{row.label}**" if row.average else row.label]
+        label = f"**{row.label}**" if row.average else row.label
+        cells = [label + (f" [{', '.join(row.marks)}]" if row.marks else "")]
         for m in METRICS:
             cells.append(_ours(row, m))
             if result.has_paper_values:
@@ -799,6 +1014,9 @@ def render_markdown(result: TableResult) -> str:
         cells.append(", ".join(str(s) for s in row.seeds) or "—")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if result.deviations:  # marked on the rows above: these numbers are not comparable with the paper's
+        lines += [f"- **Deviation from the paper** [{d.mark}]: {d.text}." for d in result.deviations]
+        lines.append("")
     if result.issues:
         lines.append("Missing / failed / left out:")
         lines += [f"- {issue.text()}" for issue in result.issues]
@@ -809,7 +1027,7 @@ def render_markdown(result: TableResult) -> str:
 
 CSV_COLUMNS = ["table", "kind", "row", "label", "n", "seeds",
                "spearman_mean", "spearman_std", "spearman_paper", "spearman_diff",
-               "rl2_mean", "rl2_std", "rl2_paper", "rl2_diff", "metric", "detail", "path"]
+               "rl2_mean", "rl2_std", "rl2_paper", "rl2_diff", "metric", "detail", "path", "deviations"]
 
 
 def _num(value: float | None) -> str:
@@ -824,13 +1042,15 @@ def render_csv(result: TableResult) -> str:
     for row in result.rows:
         line = {"table": result.name, "kind": "average" if row.average else "row", "row": row.name,
                 "label": row.label, "n": row.n, "seeds": " ".join(str(s) for s in row.seeds),
-                "metric": result.metric, "detail": "", "path": ""}
+                "metric": result.metric, "detail": "", "path": "", "deviations": " ".join(row.marks)}
         for m in METRICS:
             line.update({f"{m}_mean": _num(row.mean(m)), f"{m}_std": _num(row.std(m)),
                          f"{m}_paper": _num(row.paper.get(m)), f"{m}_diff": _num(row.diff(m))})
         writer.writerow(line)
-    for text in result.deviations:
-        writer.writerow({"table": result.name, "kind": "deviation", "metric": result.metric, "detail": text})
+    for deviation in result.deviations:
+        rows = " ".join(row.name for row in result.rows if deviation.mark in row.marks)
+        writer.writerow({"table": result.name, "kind": "deviation", "row": rows, "label": deviation.mark,
+                         "metric": result.metric, "detail": deviation.text, "deviations": deviation.mark})
     for issue in result.issues:
         writer.writerow({"table": result.name, "kind": issue.kind, "row": issue.row or "",
                          "seeds": "" if issue.seed is None else str(issue.seed), "metric": result.metric,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import linecache
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
@@ -17,17 +20,95 @@ class UserError(Exception):
     """A mistake in the command line or its inputs, reported as one line (no traceback), exit code 2."""
 
 
+# set by `command` for the whole process tree: "1" when the user asked for tracebacks (HYDRA_FULL_ERROR=1)
+TRACEBACKS_VAR = "T2CR_TRACEBACKS"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# errors that name the file they are about, wherever they are raised
+FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# errors that t2cr raises on purpose for bad input (validation of configs, data and checkpoints)
+INPUT_ERRORS = (ValueError, TypeError, KeyError, RuntimeError)
+
+
+def _tracebacks_wanted() -> bool:
+    return os.environ.get(TRACEBACKS_VAR, os.environ.get("HYDRA_FULL_ERROR", "0")) == "1"
+
+
+def _raised_on_purpose_by_t2cr(error: BaseException) -> bool:
+    """The innermost frame is a `raise` statement of t2cr's own code: a refusal we wrote, not a bug
+    surfacing from inside torch or a typo in our code (those keep their traceback)."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = Path(tb.tb_frame.f_code.co_filename).resolve()
+    if PACKAGE_DIR not in filename.parents:
+        return False
+    return linecache.getline(str(filename), tb.tb_lineno).strip().startswith("raise")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one line to print for a user error, or None for an error that is a bug (it keeps its traceback)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or "a required value"
+        return f"{key} is required and has no value: pass {key}=<value> on the command line"
+    if isinstance(error, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+        cause = error.__cause__
+        detail = f": {str(cause).strip().splitlines()[0]}" if cause is not None and str(cause).strip() else ""
+        text = str(error).split("Config search path")[0]  # Hydra's search path is noise to a user
+        return _one_line(text) + detail
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        return _one_line(getattr(error, "msg", error)) + (f" (config key {key})" if key else "")
+    if isinstance(error, FILE_ERRORS):
+        return _one_line(error)
+    if isinstance(error, INPUT_ERRORS) and _raised_on_purpose_by_t2cr(error):
+        return _one_line(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    return None
+
+
+def _report(command: str, message: str) -> NoReturn:
+    print(f"t2cr-{command}: error: {message}", file=sys.stderr)
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
 @contextmanager
 def user_errors(command: str) -> Iterator[None]:
-    """Report a `UserError` as `t2cr-<command>: error: ...` and exit 2; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    """Report a user error (`user_error_message`) as `t2cr-<command>: error: ...` and exit 2; other errors
+    and HYDRA_FULL_ERROR=1 keep the traceback."""
     try:
         yield
-    except UserError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None or _tracebacks_wanted():
             raise
-        print(f"t2cr-{command}: error: {error}", file=sys.stderr)
-        sys.stderr.flush()
-        raise SystemExit(2) from None
+        _report(command, message)
+
+
+def command(name: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:
+    """The console entry of `t2cr-<name>`: runs a `@hydra.main` function so that Hydra's own errors
+    (a misspelt key, an unknown config option, a bad override) are reported in the same one line as ours.
+
+    Hydra prints those itself unless HYDRA_FULL_ERROR=1, so it is set for the process tree and the user's
+    own choice is kept in T2CR_TRACEBACKS (DDP and launcher children inherit both)."""
+
+    def run() -> None:
+        os.environ.setdefault(TRACEBACKS_VAR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        with user_errors(name):
+            hydra_main()
+
+    return run
 
 
 def warn(command: str, message: str) -> None:

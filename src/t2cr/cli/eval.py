@@ -19,7 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from t2cr.cli.common import UserError, set_matmul_precision, user_errors
+from t2cr.checkpoints import load_checkpoint
+from t2cr.cli.common import command, set_matmul_precision, user_errors
 from t2cr.cli.run_settings import apply_run_settings
 from t2cr.devices import check_global_batches
 from t2cr.io import write_json
@@ -37,10 +38,9 @@ from t2cr.run import (
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise UserError(f"ckpt_path={ckpt} does not exist")
     runtime = OmegaConf.to_container(cfg.runtime, resolve=True) if "runtime" in cfg else None
-    module = T2CRModule.from_checkpoint(str(ckpt), runtime=runtime)
+    # evaluation computes its exemplars' features from the data: no bank needed
+    module = load_checkpoint(ckpt, "ckpt_path", need_bank=False, runtime=runtime)
     deviations = apply_run_settings(cfg, module.run_settings, "eval", str(ckpt))
     set_matmul_precision(cfg.trainer.matmul_precision)
     check_global_batches(cfg.data, cfg.trainer, ("eval_batch_size",))  # before any rank starts
@@ -79,10 +79,12 @@ def _test(cfg: DictConfig, run_dir: Path, module: T2CRModule, datamodule, resolv
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     with user_errors("eval"):
         evaluate(cfg)
 
+
+main = command("eval", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,9 @@ attribution maps below; with compare_ckpt one row of maps per checkpoint, Fig. 9
 convergence delta). The exemplars come from the checkpoint's bank and are held fixed. With sample=<key>
 the dataset is read with the checkpoint's own data settings (t2cr.cli.run_settings: data.root /
 data.annotations may point elsewhere; other data overrides are refused or reported as deviations); the
-float32 matmul precision is the checkpoint's.
+float32 matmul precision is the checkpoint's. A video is checked and resampled as t2cr-score does it
+(t2cr.bank.read_scoring_video: too few frames, a single image or mixed frame sizes are refused; the
+resampling is reported under `warnings` in <name>.json), and so are the checkpoints (t2cr.checkpoints).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from t2cr.cli.common import UserError, set_matmul_precision, user_errors
+from t2cr.bank import ClipNeeds, ScoringInput, read_scoring_video, select_frames
+from t2cr.checkpoints import load_checkpoint
+from t2cr.cli.common import UserError, command, set_matmul_precision, user_errors, warn
 from t2cr.cli.run_settings import apply_run_settings
 from t2cr.data.frames import read_any_video
 from t2cr.explain import (
@@ -33,23 +37,14 @@ from t2cr.explain import (
     save_attributions,
     shown_frames,
 )
-from t2cr.module import T2CRModule
 from t2cr.run import CONF_DIR
-
-
-def load_with_bank(path: str) -> T2CRModule:
-    module = T2CRModule.from_checkpoint(str(path), map_location="cpu")
-    if not getattr(module, "exemplar_bank", None):
-        raise UserError(f"{path} carries no exemplar bank: use the last.ckpt or best checkpoint that "
-                        "t2cr-train writes at the end of training")
-    return module
 
 
 def _same_input(bank_a: dict[str, Any], bank_b: dict[str, Any]) -> None:
     for key in ("num_frames", "transform"):
         if bank_a[key] != bank_b[key]:
-            raise ValueError(f"compare_ckpt reads videos differently ({key}: {bank_a[key]} vs {bank_b[key]}); "
-                             "the two checkpoints' maps can only be shown over the same input frames")
+            raise UserError(f"compare_ckpt reads videos differently ({key}: {bank_a[key]} vs {bank_b[key]}); "
+                            "the two checkpoints' maps can only be shown over the same input frames")
 
 
 def _input_frames(cfg: DictConfig):
@@ -73,6 +68,14 @@ def _input_frames(cfg: DictConfig):
                    f"{datamodule.samples('test')[0].key_str!r}){hint}")
 
 
+def _explained_input(cfg: DictConfig, needs: ClipNeeds) -> ScoringInput:
+    """`video=` checked and resampled as t2cr-score does it, or the dataset sample (data.num_frames frames)."""
+    if cfg.video and not cfg.sample:
+        return read_scoring_video(cfg.video, needs, "video")
+    frames = _input_frames(cfg)  # refuses both / neither of video= and sample=
+    return ScoringInput(frames, *select_frames(len(frames), needs, f"sample={cfg.sample}"))
+
+
 def explain(cfg: DictConfig) -> dict[str, Any]:
     device = cfg.device
     if device == "auto":
@@ -80,23 +83,29 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     options = {"target": cfg.target, "baseline": cfg.baseline, "steps": int(cfg.steps),
                "internal_batch_size": cfg.internal_batch_size, "blur_sigma": cfg.blur_sigma,
                "difficulty": cfg.difficulty}
-    module = load_with_bank(cfg.ckpt_path)
+    module = load_checkpoint(str(cfg.ckpt_path), "ckpt_path", need_bank=True)
     bank = module.exemplar_bank
+    needs = ClipNeeds.of(module)
+    other = None
+    if cfg.compare_ckpt:
+        other = load_checkpoint(str(cfg.compare_ckpt), "compare_ckpt", need_bank=True)
+        _same_input(bank, other.exemplar_bank)
+        needs = needs.merged(ClipNeeds.of(other))
     set_matmul_precision((module.run_settings or {}).get("matmul_precision", "highest"))
     deviations = None
     if cfg.sample:  # only a dataset sample reads data.*; a video file is read as the checkpoint's bank says
         deviations = apply_run_settings(cfg, module.run_settings, "explain", str(cfg.ckpt_path))
-    frames = _input_frames(cfg)
-    video, source_frames = prepare_video(frames, bank)
+    explained = _explained_input(cfg, needs)
+    for message in explained.warnings:
+        warn("explain", message)
+    video, source_frames = prepare_video(explained.frames, bank)
     video = video.to(device)
     attributions, info = attribute(module.model.to(device), bank, video, cfg.pool, **options)
     label_a = cfg.label or Path(str(cfg.ckpt_path)).stem
     rows = [(f"IG {label_a}", attributions)]
     infos = [info]
     extra: dict[str, Any] = {}
-    if cfg.compare_ckpt:
-        other = load_with_bank(cfg.compare_ckpt)
-        _same_input(bank, other.exemplar_bank)
+    if other is not None:
         attributions_b, info_b = attribute(other.model.to(device), other.exemplar_bank, video, cfg.pool, **options)
         label_b = cfg.compare_label or Path(str(cfg.compare_ckpt)).stem
         if label_b == label_a:
@@ -119,7 +128,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                         frame_labels=[int(source_frames[t]) for t in shown], alpha=float(cfg.alpha))
     npz = save_attributions(output_dir / f"{name}.npz", attributions, info, shown, source_frames, extra)
     result: dict[str, Any] = {"video": str(source), "checkpoint": str(cfg.ckpt_path), "png": str(png),
-                              "npz": str(npz), **info}
+                              "npz": str(npz), "warnings": explained.warnings, **info}
     if cfg.compare_ckpt:
         result["compare"] = {"checkpoint": str(cfg.compare_ckpt), **infos[1]}
     if deviations:
@@ -140,10 +149,12 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="explain", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     with user_errors("explain"):
         explain(cfg)
 
+
+main = command("explain", hydra_main)
 
 if __name__ == "__main__":
     main()

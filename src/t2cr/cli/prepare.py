@@ -2,27 +2,44 @@
 
     t2cr-prepare data=mtl_aqa data.annotations=... data.root=... data.cache_dir=/scratch/mtl_aqa_cache
     t2cr-prepare data=mtl_aqa data.annotations=... data.root=... check=true   # exit 1 on any problem
+    t2cr-prepare data=mtl_aqa data.root=... check=true data.skip_missing=true check_report=problems.csv
+    t2cr-prepare data=mtl_aqa data.annotations=... videos=/data/MTL-AQA/whole_videos data.cache_dir=...
 
 The cache holds every frame that any read of any sample of the train, val and test splits can take,
 resized to data.transform.resize; a run with the same data.* settings and data.cache_dir reads it.
+With videos=<folder> the frames come straight from the published videos, each decoded once
+(t2cr.data.video_import); jpeg_dir=<folder> also writes them as JPEG files in data.frame_pattern's layout.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from t2cr.cli.common import UserError, command, user_errors
 from t2cr.data.cache import PrepareSummary, prepare_cache, resolve_cache_dir
-from t2cr.data.check import SampleProblem, check_samples, format_report
+from t2cr.data.check import SampleProblem, check_samples, format_report, problem_kinds, write_problem_report
 from t2cr.data.frames import build_frame_source
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
+from t2cr.data.video_import import (
+    ImportSummary,
+    JpegOutput,
+    VideoImportError,
+    VideoJob,
+    import_videos,
+    missing_videos,
+    plan_videos,
+)
 from t2cr.run import CONF_DIR, build_datamodule
 
 SPLITS = ("train", "val", "test")
+SHOWN_SAMPLES = 20  # samples listed by name in a summary
 
 
 def load(cfg: DictConfig, checking: bool = False):
@@ -35,31 +52,65 @@ def load(cfg: DictConfig, checking: bool = False):
         cfg.data.use_cache = "never"  # prepare and check look at the raw frames
         cfg.data.check = not checking
     datamodule = build_datamodule(cfg)
+    config = datamodule.config
+    reader = datamodule.reader
+    raw = SampleReader(build_frame_source(config), reader.transform, reader.num_frames, reader.selection,
+                       reader.train_shift, reader.shifted_keys)
+    return datamodule, every_sample(datamodule), raw
+
+
+def every_sample(datamodule) -> list[Sample]:
+    """Every sample of the train, val and test splits, each once."""
     samples: dict[str, Sample] = {}
     for split in SPLITS:
         for sample in datamodule.samples(split):
             samples.setdefault(sample.key_str, sample)
-    config = datamodule.config
-    reader = datamodule.reader
-    raw = SampleReader(build_frame_source(config), reader.transform, reader.num_frames, reader.selection,
-                       reader.train_shift)
-    return datamodule, list(samples.values()), raw
+    return list(samples.values())
 
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
 
-def check(cfg: DictConfig) -> list[SampleProblem]:
-    _, samples, reader = load(cfg, checking=True)
+def check(cfg: DictConfig) -> bool:
+    """Decode every frame a run can read; print what is wrong (and, with check_report=<file>, list every problem
+    there). True when a run could start on these frames: no problem, or data.skip_missing=true and what it
+    would drop leaves samples to train on, to test on and in every exemplar pool."""
+    datamodule, samples, reader = load(cfg, checking=True)
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("checking frames", total=len(samples))
         problems = check_samples(samples, reader, decode=True, workers=int(cfg.workers),
                                  progress=lambda done, total: bar.update(task, completed=done))
-    print(format_report(problems))
-    print(f"checked {len(samples)} samples in {time.perf_counter() - start:.1f} s")
-    return problems
+    skip_missing = datamodule.config.skip_missing
+    report_file = None
+    if cfg.get("check_report"):
+        report_file = str(write_problem_report(problems, Path(str(cfg.check_report)).expanduser(),
+                                               datamodule.official_splits_of()))
+    print(format_report(problems, skip_missing=skip_missing, report_file=report_file))
+    print(f"checked {len(samples)} samples in {time.perf_counter() - start:.1f} s"
+          + (f"; every problem (key, split, problem, detail, paths, frames): {report_file}" if report_file else ""))
+    if not problems:
+        return True
+    if not skip_missing:
+        return False
+    return _would_start(datamodule, problems)
+
+
+def _would_start(datamodule, problems: list[SampleProblem]) -> bool:
+    """With data.skip_missing=true: what a run would keep of each split, or why it would refuse to start."""
+    try:
+        _, accounts = datamodule.plan(problem_kinds(problems))
+    except (ValueError, KeyError) as error:  # the refusal a run would print: shown, and the check fails
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"with data.skip_missing=true a run would refuse to start: {reason}")
+        return False
+    print("with data.skip_missing=true a run drops those samples and starts with:")
+    for account in accounts.values():
+        print(f"  {account.summary()}")
+        for line in account.key_lines():
+            print(f"    {line}")
+    return True
 
 
 def prepare(cfg: DictConfig) -> PrepareSummary:
@@ -78,6 +129,95 @@ def prepare(cfg: DictConfig) -> PrepareSummary:
           f"{summary.reused} already cached), {summary.frames} frames, {summary.bytes / 2**20:.1f} MiB, "
           f"{summary.seconds:.1f} s")
     print(f"runs with data.cache_dir={summary.cache_dir} read it (data.use_cache=auto, or require)")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- videos=
+
+
+def _video_folders(cfg: DictConfig) -> tuple[Path, Path | None]:
+    videos = Path(str(cfg.videos)).expanduser()
+    if not videos.is_dir():
+        raise UserError(f"videos={videos} is not a folder: point videos= at the folder holding the published "
+                        f"videos of {cfg.data.name} (data.video.pattern names each sample's file in it)")
+    if not cfg.data.get("cache_dir"):
+        raise UserError(f"t2cr-prepare videos= needs a folder for the cache: t2cr-prepare data={cfg.data.name} "
+                        f"videos={videos} data.cache_dir=<folder> (runs then read it with the same data.cache_dir)")
+    return videos, (Path(str(cfg.jpeg_dir)).expanduser() if cfg.get("jpeg_dir") else None)
+
+
+def _samples_for_import(cfg: DictConfig, videos: Path, jpeg_dir: Path | None):
+    """The data settings and every sample, read from the annotations only (no frame exists yet)."""
+    with open_dict(cfg):
+        if OmegaConf.is_missing(cfg.data, "root"):
+            # the cache records data.root, and a run reads it under the same one: where the raw frames are
+            # (the JPEGs written now), or else the videos
+            cfg.data.root = os.path.abspath(jpeg_dir or videos)  # as typed: no symlink resolved
+        cfg.data.use_cache = "never"
+        cfg.data.check = False
+        cfg.data.check_decode = False
+    datamodule = build_datamodule(cfg)
+    return datamodule.config, every_sample(datamodule), datamodule.reader.shifted_keys
+
+
+def _videos_present(jobs: list[VideoJob], config, videos: Path) -> tuple[list[VideoJob], list[VideoJob]]:
+    """The jobs whose video is there and those whose video is missing (allowed by data.skip_missing only)."""
+    missing = missing_videos(jobs)
+    if missing and not config.skip_missing:
+        first = missing[0]
+        raise UserError(f"{len(missing)} of {len(jobs)} videos are missing, e.g. {first.path} (sample "
+                        f"{first.samples[0][1].key_str}): point videos= at the folder holding them "
+                        f"(data.video.pattern={config.video.pattern!r} names each sample's file under "
+                        f"videos={videos}), or set data.skip_missing=true to cache the samples of the others")
+    absent = {job.name for job in missing}
+    return [job for job in jobs if job.name not in absent], missing
+
+
+def _report_import(summary: ImportSummary, config, missing: list[VideoJob], jpeg: JpegOutput | None) -> None:
+    print(f"frame cache {summary.cache_dir}: {summary.videos} videos ({summary.decoded_videos} decoded, "
+          f"{summary.reused_videos} already done), {summary.samples} samples, {summary.frames} frames, "
+          f"{summary.bytes / 2**20:.1f} MiB, {summary.seconds:.1f} s ({summary.decoded_frames} frames decoded, "
+          f"{summary.frames_per_second:.0f} frames/s)")
+    if jpeg is not None:
+        print(f"JPEG frames under {jpeg.root} (data.frame_pattern={jpeg.pattern!r}): {summary.jpegs} written now"
+              + (f", those of {summary.reused_videos} videos before" if summary.reused_videos else ""))
+    if missing:
+        keys = [sample.key_str for job in missing for _, sample in job.samples]
+        print(f"{len(keys)} samples not cached: their video is missing (data.skip_missing=true), e.g. "
+              + ", ".join(f"{job.path}" for job in missing[:3]))
+    if summary.outside:
+        print(f"{len(summary.outside)} samples not cached: their frame range falls outside their video:")
+        for outside in summary.outside[:SHOWN_SAMPLES]:
+            print(f"  {outside.describe()}")
+        if len(summary.outside) > SHOWN_SAMPLES:
+            print(f"  ... and {len(summary.outside) - SHOWN_SAMPLES} more")
+        print("  check data.video.first_frame and the videos; runs drop these samples with "
+              "data.skip_missing=true")
+    # without the JPEGs there are no raw frames behind the cache: a run must not look for them
+    use = "" if jpeg is not None else " data.use_cache=require"
+    print(f"runs read it with data.root={config.root} data.cache_dir={summary.cache_dir}{use}")
+
+
+def prepare_from_videos(cfg: DictConfig) -> ImportSummary:
+    """t2cr-prepare videos=<folder>: the frame cache straight from the published videos, each decoded once."""
+    videos, jpeg_dir = _video_folders(cfg)
+    try:
+        config, samples, shifted_keys = _samples_for_import(cfg, videos, jpeg_dir)
+        jobs, missing = _videos_present(plan_videos(samples, videos, config.video.pattern), config, videos)
+        jpeg = None if jpeg_dir is None else JpegOutput(jpeg_dir, config.frame_pattern, int(cfg.jpeg_quality))
+        cache_dir = resolve_cache_dir(config)
+        with _progress() as bar:
+            task = bar.add_task(f"decoding videos into {cache_dir}", total=len(jobs))
+
+            def show(done: int, total: int, frames: int) -> None:
+                bar.update(task, completed=done, total=total,
+                           description=f"decoding videos into {cache_dir} ({frames} frames)")
+
+            summary = import_videos(jobs, config, cache_dir, jpeg=jpeg, workers=int(cfg.workers), progress=show,
+                                    shifted_keys=shifted_keys)
+    except VideoImportError as error:
+        raise UserError(str(error)) from None
+    _report_import(summary, config, missing, jpeg)
     return summary
 
 
@@ -102,7 +242,6 @@ def cache_for_accelerator(cfg: DictConfig, started_by_cluster: bool, workers: in
     started every process (they would all write it), the run is refused with the exact t2cr-prepare command.
     data.use_cache=never reads the raw frames on purpose.
     """
-    from t2cr.cli.common import UserError
     from t2cr.config import to_dataclass
     from t2cr.data.cache import cache_status
     from t2cr.data.config import DataConfig
@@ -129,13 +268,24 @@ def cache_for_accelerator(cfg: DictConfig, started_by_cluster: bool, workers: in
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    if cfg.check:
-        if check(cfg):
-            raise SystemExit(1)
-        return
-    prepare(cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors("prepare"):
+        if cfg.get("videos"):
+            if cfg.check:
+                raise UserError("check=true checks extracted frames; with videos= the import itself reports "
+                                "unreadable videos and samples outside their video: drop one of the two")
+            prepare_from_videos(cfg)
+            return
+        if cfg.get("jpeg_dir"):
+            raise UserError("jpeg_dir= writes the frames decoded from videos=<folder>: add videos=, or drop jpeg_dir=")
+        if cfg.check:
+            if not check(cfg):
+                raise SystemExit(1)
+            return
+        prepare(cfg)
 
+
+main = command("prepare", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,8 @@ from t2cr.launch import PARENT_PID_VAR
 from t2cr.run import is_rank_zero
 
 # where the data lives and how it is read and batched: applied as given, the scores mean the same
-WHERE_KEYS = frozenset({"root", "annotations", "cache_dir", "use_cache", "source", "frame_pattern", "video_pattern",
+WHERE_KEYS = frozenset({"root", "annotations", "cache_dir", "use_cache", "source", "frame_pattern", "video.pattern",
+                        "video.first_frame",
                         "synthetic.root", "num_workers", "eval_batch_size", "batch_size", "check", "check_decode"})
 # changes the user may ask for explicitly; applied and reported (skip_missing can shrink the test set)
 DEVIATION_KEYS = frozenset({"voting_exemplars", "seed", "skip_missing"})

@@ -6,38 +6,45 @@ The checkpoint carries an exemplar bank (clip features and scores of seeded trai
 pool), so no training data is needed. `pool` names the exemplar pool (the difficulty or dive number)
 where the model was trained with one. The float32 matmul precision is the checkpoint's (its run's
 trainer.matmul_precision).
+
+Refused with one line (exit 2): a file that is not a t2cr checkpoint with an exemplar bank
+(t2cr.checkpoints), a single image, a video or frame folder with fewer frames than the clip plan reads, a
+frame folder that mixes frame sizes (t2cr.bank.read_scoring_video). A video shorter or longer than the
+model's data.num_frames window is resampled to it, and the JSON says so under `warnings`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from t2cr.bank import score_frames
-from t2cr.cli.common import precision_context, set_matmul_precision
-from t2cr.data.frames import read_any_video
-from t2cr.module import T2CRModule
+from t2cr.bank import ClipNeeds, read_scoring_video, resolve_pool, score_frames
+from t2cr.checkpoints import load_checkpoint
+from t2cr.cli.common import command, precision_context, set_matmul_precision, user_errors, warn
 from t2cr.run import CONF_DIR
 
 
-def score(cfg: DictConfig) -> dict:
+def score(cfg: DictConfig) -> dict[str, Any]:
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = T2CRModule.from_checkpoint(str(cfg.ckpt_path), map_location="cpu")
-    bank = getattr(module, "exemplar_bank", None)
-    if not bank:
-        raise ValueError(f"{cfg.ckpt_path} carries no exemplar bank: use the last.ckpt or best checkpoint that "
-                         "t2cr-train writes at the end of training")
+    module = load_checkpoint(str(cfg.ckpt_path), "ckpt_path", need_bank=True)
+    bank = module.exemplar_bank
     set_matmul_precision((module.run_settings or {}).get("matmul_precision", "highest"))
-    frames = read_any_video(cfg.video)
+    resolve_pool(bank, cfg.pool)  # a wrong pool= is refused before the video is decoded
+    scoring_input = read_scoring_video(cfg.video, ClipNeeds.of(module), "video")
+    for message in scoring_input.warnings:
+        warn("score", message)
     with precision_context((module.run_settings or {}).get("precision", "32-true"), device):
-        result = score_frames(module.model, bank, frames, cfg.pool, cfg.difficulty, device)
-    result = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path), "num_frames_read": len(frames), **result}
+        result = score_frames(module.model, bank, scoring_input.frames, cfg.pool, cfg.difficulty, device)
+    result = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path),
+              "num_frames_read": len(scoring_input.frames), "num_frames_used": len(scoring_input.source_frames),
+              "warnings": scoring_input.warnings, **result}
     text = json.dumps(result, indent=2)
     print(text)
     if cfg.output:
@@ -46,9 +53,12 @@ def score(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="score", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    score(cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors("score"):
+        score(cfg)
 
+
+main = command("score", hydra_main)
 
 if __name__ == "__main__":
     main()

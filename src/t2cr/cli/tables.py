@@ -2,7 +2,10 @@
 
 Reads every job folder under the sweep folder(s) (metrics.json, config.yaml), groups the runs by the
 table's row key(s), and prints mean +- std over seeds of Spearman and R-l2 beside the paper's values
-(experiments/paper_results.yaml) with the difference; failed and missing runs are listed under it.
+(experiments/paper_results.yaml) with the difference; failed and missing runs are listed under it. Runs
+that are not the paper's protocol (fast ablation mode, random-init backbone, limited batches, fewer epochs
+than the setting, samples dropped by data.skip_missing / data.exclude, another resize or crop than the data
+config's) are marked [a], [b], ... on their rows and each listed under the table.
 
 Examples::
 
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-        print(f"t2cr-tables: wrote {args.out} ({len(runs)} job folder(s), {len(result.issues)} issue(s))",
-              file=sys.stderr)
+        print(f"t2cr-tables: wrote {args.out} ({len(runs)} job folder(s), {len(result.issues)} issue(s), "
+              f"{len(result.deviations)} deviation(s) from the paper's protocol)", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

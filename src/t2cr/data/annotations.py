@@ -1,27 +1,41 @@
 """Readers of official annotation formats -> `Sample` records, one function per format.
 
-The reader is chosen by `data.format` (data, not a branch in shared code).
+The reader is chosen by `data.format` (data, not a branch in shared code). Every reader validates what it
+reads with `t2cr.data.annotation_checks` and refuses a bad file with an `AnnotationError` naming the file
+and the key.
 """
 
 from __future__ import annotations
 
-import pickle
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from t2cr.data.annotation_checks import (
+    DIVING_RULES,
+    Where,
+    check_splits,
+    frame_range,
+    integer,
+    pair,
+    record,
+    require_keys,
+    score_and_difficulty,
+    split_keys,
+    text,
+)
 from t2cr.data.aqa7 import read_aqa7
 from t2cr.data.finediving import read_finediving
 from t2cr.data.jigsaws import read_jigsaws
+from t2cr.data.packaged import annotation_folder, load_pickle
 from t2cr.data.samples import Sample
 
 Splits = dict[str, list[Sample]]
 
-
-def _load_pickle(path: Path, what: str) -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}; set data.annotations to the folder holding it")
-    with path.open("rb") as handle:
-        return pickle.load(handle)
+MTL_AQA_FILE = "final_annotations_dict_with_dive_number.pkl"
+MTL_AQA_FIELDS = ("final_score", "difficulty", "dive_number", "start_frame", "end_frame")
+# A user's own split may list a training video for testing (a fitting check); it is logged, not refused.
+MTL_AQA_RULES = dataclasses.replace(DIVING_RULES, disjoint_splits=False)
 
 
 def read_mtl_aqa(annotations: Path, split_id: int = 0) -> Splits:
@@ -30,32 +44,45 @@ def read_mtl_aqa(annotations: Path, split_id: int = 0) -> Splits:
     Frames live in one folder per event (`{event:02d}`); a sample ends at `end_frame`.
     """
     annotations = Path(annotations)
-    labels = _load_pickle(annotations / "final_annotations_dict_with_dive_number.pkl", "MTL-AQA annotation file")
+    labels_path = annotations / MTL_AQA_FILE
+    labels = load_pickle(labels_path, "MTL-AQA annotation file")
     if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"{annotations / 'final_annotations_dict_with_dive_number.pkl'} is not an MTL-AQA "
-                         "annotation dict keyed by (event, idx)")
-    first = next(iter(labels.values()))
-    needed = {"final_score", "difficulty", "dive_number", "start_frame", "end_frame"}
-    if not isinstance(first, dict) or not needed <= set(first):
-        raise ValueError(f"{annotations} does not hold MTL-AQA annotations with dive numbers: entries need "
-                         f"the fields {sorted(needed)} (is data.format right for this folder?)")
+        raise Where(labels_path).error("is not an MTL-AQA annotation dict keyed by (event, idx)")
+    # the first entry tells a file of another format apart before any split key is looked up
+    first_key = next(iter(labels))
+    record(labels[first_key], Where.at(labels_path, first_key), MTL_AQA_FIELDS,
+           "MTL-AQA annotations with dive numbers")
     splits: Splits = {}
+    sources: dict[str, str] = {}
     for split in ("train", "test"):
         path = annotations / f"{split}_split_{split_id}.pkl"
-        keys = _load_pickle(path, f"MTL-AQA {split} split")
-        missing = [k for k in keys if tuple(k) not in labels]
-        if missing:
-            raise KeyError(f"{path}: {len(missing)} keys are not in the annotation file, e.g. {missing[:5]}")
-        splits[split] = [_mtl_sample(tuple(k), labels[tuple(k)]) for k in keys]
-    return splits
+        if not path.is_file():
+            raise FileNotFoundError(f"MTL-AQA {split} split not found: {path} (data.split_id={split_id}); "
+                                    "set data.split_id to a split the folder holds, or data.annotations to "
+                                    "the folder holding it")
+        keys = split_keys(load_pickle(path, f"MTL-AQA {split} split"), path, _mtl_key)
+        require_keys(keys, labels, path, labels_path)
+        splits[split] = [_mtl_sample(key, labels[key], Where.at(labels_path, key)) for key in keys]
+        sources[split] = str(path)
+    return check_splits(splits, sources, MTL_AQA_RULES)
 
 
-def _mtl_sample(key: tuple, entry: dict) -> Sample:
-    event = int(key[0])
+def _mtl_key(raw: object, where: Where) -> tuple[int, int]:
+    event, idx = pair(raw, where, "(event, idx)")
+    # the event names the frame folder ({event:02d}): a negative one would name no folder of the dataset
+    return integer(event, where, "event", minimum=0), integer(idx, where, "idx", minimum=0)
+
+
+def _mtl_sample(key: tuple[int, int], entry: object, where: Where) -> Sample:
+    fields = record(entry, where, MTL_AQA_FIELDS, "MTL-AQA annotations with dive numbers")
+    start, end = frame_range(fields["start_frame"], fields["end_frame"], where, MTL_AQA_RULES)
+    event = key[0]
+    score, difficulty = score_and_difficulty(fields["final_score"], fields["difficulty"], where,
+                                             MTL_AQA_RULES, ("final_score", "difficulty"))
     return Sample(
-        key=(event, int(key[1])), score=float(entry["final_score"]), difficulty=float(entry["difficulty"]),
-        action_type=str(entry["dive_number"]), frames=f"{event:02d}",
-        start_frame=int(entry["start_frame"]), end_frame=int(entry["end_frame"]),
+        key=key, score=score, difficulty=difficulty,
+        action_type=text(fields["dive_number"], where, "dive_number"), frames=f"{event:02d}",
+        start_frame=start, end_frame=end,
     )
 
 
@@ -71,8 +98,9 @@ def read_annotations(config) -> Splits:
     """The official train / test splits of `config.format` (a DataConfig) as Sample records."""
     if config.format not in READERS:
         raise ValueError(f"unknown data.format {config.format!r}; known formats: {sorted(READERS)}")
-    annotations = Path(config.annotations)
+    annotations = annotation_folder(config.annotations, config.format)
     if not annotations.is_dir():
-        raise FileNotFoundError(f"data.annotations={annotations} is not a folder; point it at the folder holding "
-                                f"the official {config.format} annotation files")
+        raise FileNotFoundError(f"data.annotations={annotations} is not a folder; point it at the folder "
+                                f"holding the official {config.format} annotation files")
     return READERS[config.format](annotations, config)
+

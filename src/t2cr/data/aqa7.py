@@ -14,6 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from t2cr.data.annotation_checks import (
+    AnnotationError,
+    Bounds,
+    SampleRules,
+    Where,
+    check_splits,
+    integer,
+    number,
+)
 from t2cr.data.samples import Sample
 
 Splits = dict[str, list[Sample]]
@@ -27,7 +36,8 @@ CLASS_NAMES = {
     6: "sync_diving_10m",
 }
 TRAMPOLINE = 7
-SCORE_RANGES = {  # class -> (lowest, highest) score, for the 0-100 normalisation
+# class -> (lowest, highest) score, for the 0-100 normalisation; a raw score outside is refused
+SCORE_RANGES = {
     1: (21.6, 102.6),
     2: (12.3, 16.87),
     3: (8.0, 50.0),
@@ -36,6 +46,8 @@ SCORE_RANGES = {  # class -> (lowest, highest) score, for the 0-100 normalisatio
     6: (49.8, 99.36),
 }
 FIRST_FRAME, LAST_FRAME = 1, 103  # every AQA-7 sample folder holds img_00001.jpg .. img_00103.jpg
+FIRST_SAMPLE_INDEX = 1  # sample folders are numbered from 001
+RULES = SampleRules(score=Bounds(0.0, 100.0), first_frame=FIRST_FRAME)  # scores normalised per class
 SPLIT_FILES = {
     "train": ("Split_4/split_4_train_list.mat", "consolidated_train_list"),
     "test": ("Split_4/split_4_test_list.mat", "consolidated_test_list"),
@@ -64,24 +76,25 @@ def selected_classes(config) -> list[int]:
 
 def _read_list(path: Path, variable: str) -> np.ndarray:
     if not path.is_file():
-        raise FileNotFoundError(f"AQA-7 split file not found: {path}; set data.annotations to the AQA-7 folder "
-                                "holding Split_4/")
+        raise FileNotFoundError(f"AQA-7 split file not found: {path}; set data.annotations to the AQA-7 "
+                                "folder holding Split_4/")
     from scipy.io import loadmat
 
     try:
         content = loadmat(str(path))
     except Exception as error:  # scipy raises several types for files that are not .mat
-        raise ValueError(f"cannot read {path} as a MATLAB file: {error}") from error
+        raise AnnotationError(f"cannot read {path} as a MATLAB file: {error}") from error
     if variable not in content:
         found = sorted(k for k in content if not k.startswith("__"))
-        raise ValueError(f"{path} has no MATLAB variable {variable!r} (it holds {found}); is this the official "
-                       "AQA-7 Split_4 file?")
+        raise Where(path).error(f"has no MATLAB variable {variable!r} (it holds {found}); is this the "
+                                "official AQA-7 Split_4 file?")
     array = np.asarray(content[variable])
     if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] == 0:
-        raise ValueError(f"{path}: {variable} has shape {array.shape}; expected N x 3 rows "
-                         "[class_index, sample_index, score]")
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{path}: {variable} is not numeric (dtype {array.dtype})")
+        raise Where(path).error(f"{variable} has shape {array.shape}; expected N x 3 rows "
+                                "[class_index, sample_index, score]")
+    # integers or floats only: a complex table would lose its imaginary parts silently in the float cast
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise Where(path).error(f"{variable} is not a table of real numbers (dtype {array.dtype})")
     return array.astype(np.float64)
 
 
@@ -90,34 +103,29 @@ def read_aqa7(annotations: Path, config=None) -> Splits:
     annotations = Path(annotations)
     classes = selected_classes(config)
     splits: Splits = {}
+    sources: dict[str, str] = {}
     for split, (name, variable) in SPLIT_FILES.items():
         path = annotations / name
         rows = _read_list(path, variable)
-        samples = []
-        for row in rows:
-            class_value, index_value, raw = row
-            if class_value != round(class_value) or index_value != round(index_value):
-                raise ValueError(f"{path}: row {row.tolist()} has a non-integer class or sample index")
-            class_index, sample_index = int(class_value), int(index_value)
-            if class_index == TRAMPOLINE:
-                continue
-            if class_index not in CLASS_NAMES:
-                raise ValueError(f"{path}: unknown AQA-7 class index {class_index} in row {row.tolist()}; "
-                                 "expected 1-7")
-            if class_index not in classes:
-                continue
-            samples.append(_sample(class_index, sample_index, raw))
-        keys = [s.key for s in samples]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"{path}: {len(keys) - len(set(keys))} (class, sample) rows appear twice")
-        if not samples:
-            raise ValueError(f"{path} has no samples of data.classes={classes}")
-        splits[split] = samples
-    overlap = {s.key for s in splits["train"]} & {s.key for s in splits["test"]}
-    if overlap:
-        raise ValueError(f"{annotations}: {len(overlap)} (class, sample) keys are in both the train and the "
-                         f"test list, e.g. {sorted(overlap)[:5]}")
-    return splits
+        samples = [_row_sample(row, Where(path, f"row {number_} {row.tolist()}"), classes)
+                   for number_, row in enumerate(rows, start=1)]
+        splits[split] = [sample for sample in samples if sample is not None]
+        sources[split] = f"{path} (data.classes={classes})"
+    return check_splits(splits, sources, RULES)
+
+
+def _row_sample(row: np.ndarray, where: Where, classes: list[int]) -> Sample | None:
+    """The sample of one row [class_index, sample_index, score]; None for a class the run leaves out."""
+    class_index = integer(row[0], where, "class index")
+    if class_index == TRAMPOLINE:
+        return None
+    if class_index not in CLASS_NAMES:
+        raise where.error(f"unknown AQA-7 class index {class_index}; expected 1-7")
+    if class_index not in classes:
+        return None
+    sample_index = integer(row[1], where, "sample index", minimum=FIRST_SAMPLE_INDEX)
+    raw = number(row[2], where, f"{CLASS_NAMES[class_index]} score", Bounds(*SCORE_RANGES[class_index]))
+    return _sample(class_index, sample_index, raw)
 
 
 def _sample(class_index: int, sample_index: int, raw: float) -> Sample:

@@ -92,7 +92,7 @@ def cache_identity(config) -> dict[str, Any]:
         "train_shift": int(config.train_shift),
     }
     if config.source == "video":
-        identity["video_pattern"] = config.video_pattern
+        identity["video"] = {"pattern": config.video.pattern, "first_frame": int(config.video.first_frame)}
     else:
         identity["frame_pattern"] = config.frame_pattern
     return identity
@@ -111,7 +111,10 @@ def _settings_without_config(reader, raw_source, resize: list[int]) -> dict[str,
             "source": "video" if isinstance(raw_source, VideoFileSource) else "jpeg",
             "num_frames": int(reader.num_frames), "frame_selection": reader.selection,
             "train_shift": int(reader.train_shift)}
-    data["video_pattern" if data["source"] == "video" else "frame_pattern"] = pattern
+    if data["source"] == "video":
+        data["video"] = {"pattern": pattern, "first_frame": int(getattr(raw_source, "first_frame", 0))}
+    else:
+        data["frame_pattern"] = pattern
     return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": resize, "resize_method": RESIZE_METHOD,
             "data": data}
 
@@ -273,12 +276,12 @@ class PrepareSummary:
     seconds: float
 
 
-def _save_array(path: Path, frames: np.ndarray) -> None:
+def save_array(path: Path, frames: np.ndarray) -> None:
     with open(path, "wb") as handle:  # a handle: np.save would add ".npy" to a path without it
         np.save(handle, frames)
 
 
-def _claim(cache_dir: Path) -> None:
+def claim(cache_dir: Path) -> None:
     """Create the folder; refuse one that holds anything else than a frame cache."""
     if cache_dir.exists() and not cache_dir.is_dir():
         raise ValueError(f"data.cache_dir={cache_dir} is a file, not a folder")
@@ -291,7 +294,7 @@ def _claim(cache_dir: Path) -> None:
     (cache_dir / SAMPLES_DIR).mkdir(exist_ok=True)
 
 
-def _cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list[int]) -> dict | None:
+def cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list[int]) -> dict | None:
     """The sample's index when its files are complete for these frames and this resize, else None."""
     index = read_json(samples_dir / f"{name}.json")
     if not isinstance(index, dict):
@@ -314,7 +317,7 @@ def _resize_of(resize_hw: Sequence[int] | None, config) -> list[int]:
     return [int(v) for v in resize_hw]
 
 
-def _unique_entries(samples: Sequence[Sample]) -> dict[str, Sample]:
+def unique_entries(samples: Sequence[Sample]) -> dict[str, Sample]:
     """Entry name -> sample, each sample once; two different samples on one name are refused."""
     unique: dict[str, Sample] = {}
     for sample in samples:
@@ -326,7 +329,7 @@ def _unique_entries(samples: Sequence[Sample]) -> dict[str, Sample]:
     return unique
 
 
-def _start_over_unless_made_for(cache_dir: Path, settings: dict[str, Any]) -> None:
+def start_over_unless_made_for(cache_dir: Path, settings: dict[str, Any]) -> None:
     """A new cache, or one made for other settings, loses its entries and gets these settings."""
     if read_json(cache_dir / SETTINGS_FILE) == settings:
         return
@@ -347,7 +350,7 @@ def _split_cached(unique: dict[str, Sample], reader, samples_dir: Path,
     todo: list[_Todo] = []
     for name, sample in unique.items():
         numbers = np.asarray(reader.candidate_frames(sample), dtype=np.int64)
-        index = _cached_index(samples_dir, name, numbers, resize)
+        index = cached_index(samples_dir, name, numbers, resize)
         if index is None:
             todo.append((name, sample, numbers))
         else:
@@ -360,14 +363,14 @@ def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int]
     """Decode, resize and write one entry: its .npy, then its .json index (which marks it complete)."""
     frames = _decode(raw_source, sample, numbers, resize)
     count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
-    size = atomic_write(samples_dir / f"{name}.npy", lambda to: _save_array(to, frames))
+    size = atomic_write(samples_dir / f"{name}.npy", lambda to: save_array(to, frames))
     index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
              "shape": list(frames.shape), "bytes": size}
     write_json(samples_dir / f"{name}.json", index, indent=1)
     return name, index
 
 
-def _run_each(task: Callable[..., Any], items: Sequence[tuple], workers: int) -> Iterator[Any]:
+def run_each(task: Callable[..., Any], items: Sequence[tuple], workers: int) -> Iterator[Any]:
     """`task(*item)` for every item, results as they finish: in order on this thread for workers <= 1,
     else on `workers` threads. The first error cancels what has not started and is raised."""
     if workers <= 1:
@@ -388,7 +391,7 @@ def _run_each(task: Callable[..., Any], items: Sequence[tuple], workers: int) ->
                 yield future.result()
 
 
-def _write_manifest(cache_dir: Path, settings: dict[str, Any], names: list[str],
+def write_manifest(cache_dir: Path, settings: dict[str, Any], names: list[str],
                     indexes: dict[str, dict]) -> tuple[int, int]:
     """Write the manifest (last: it marks the cache complete) unless it is there already; (frames, bytes)."""
     frames = sum(int(index["shape"][0]) for index in indexes.values())
@@ -417,14 +420,14 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
         reader.source = raw_source
     settings = (cache_settings(config, resize) if config is not None
                 else _settings_without_config(reader, raw_source, resize))
-    unique = _unique_entries(samples)
+    unique = unique_entries(samples)
 
-    _claim(cache_dir)
+    claim(cache_dir)
     samples_dir = cache_dir / SAMPLES_DIR
     with file_lock(cache_dir / LOCK_FILE):
         remove_temporaries(cache_dir)  # left by a killed prepare
         remove_temporaries(samples_dir)
-        _start_over_unless_made_for(cache_dir, settings)
+        start_over_unless_made_for(cache_dir, settings)
         indexes, todo = _split_cached(unique, reader, samples_dir, resize)
         reused = len(indexes)
         if todo:
@@ -432,11 +435,11 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
         if progress is not None:
             progress(reused, len(unique))
         prepare_one = functools.partial(_prepare_entry, raw_source, samples_dir, resize)
-        for name, index in _run_each(prepare_one, todo, workers):
+        for name, index in run_each(prepare_one, todo, workers):
             indexes[name] = index
             if progress is not None:
                 progress(len(indexes), len(unique))
-        frames, size = _write_manifest(cache_dir, settings, list(unique), indexes)
+        frames, size = write_manifest(cache_dir, settings, list(unique), indexes)
     return PrepareSummary(cache_dir, len(unique), len(todo), reused, frames, size, time.perf_counter() - start)
 
 

@@ -1,18 +1,22 @@
 """Data check: does every frame that a run can read exist (and decode)?
 
 `check_samples(samples, reader, decode=False)` looks at every frame number any read of a sample can
-take (SampleReader.candidate_frames). Without `decode` it only looks for the files: one directory
-listing per folder for image files, a stat per video (and the container's frame count where the
-sample has no end frame). With `decode` it also decodes every such frame (`t2cr-prepare check=true`).
-`format_report(problems)` turns the findings into a message with the paths and how to fix them.
+take (SampleReader.candidate_frames: a training sample's window with the data.train_shift margin, a
+val/test sample's without). Without `decode` it only looks for the files: one directory listing per
+folder for image files, a stat per video (and the container's frame count where the sample has no end
+frame). With `decode` it also decodes every such frame (`t2cr-prepare check=true`).
+`format_report(problems)` turns the findings into a message with the paths and how to fix them, the
+samples that are partly there first (on a partial dataset those are the user's own);
+`write_problem_report` lists every problem in a CSV file (`t2cr-prepare check=true check_report=<file>`).
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,11 @@ from t2cr.data.frames import IMAGE_SUFFIXES, JpegFolderSource, VideoFileSource, 
 from t2cr.data.samples import Sample
 
 PROBLEM_KINDS = ("missing_folder", "missing_video", "missing_frames", "too_few_frames", "unreadable")
+# kinds where nothing of the sample exists (also missing_frames with none of them there): listed after the
+# samples that are partly there
+ABSENT_KINDS = ("missing_folder", "missing_video")
 SHOWN_FRAMES = 5  # frame numbers named in a problem's detail
+REPORT_COLUMNS = ("key", "split", "problem", "detail", "paths", "frames")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,17 @@ class SampleProblem:
     detail: str
     path: str | None = None  # the folder, video or (first) frame file concerned
     frames: tuple[int, ...] = ()  # the frame numbers concerned, where there are some
+    paths: tuple[str, ...] = ()  # every file concerned where there are several (missing frame files)
+    none_there: bool = False  # no frame of the sample exists (its folder may, holding other samples' frames)
+
+    @property
+    def absent(self) -> bool:
+        """Nothing of the sample is there: on a partial dataset, one that was never downloaded or extracted."""
+        return self.none_there or self.kind in ABSENT_KINDS
+
+    @property
+    def all_paths(self) -> tuple[str, ...]:
+        return self.paths or ((self.path,) if self.path else ())
 
 
 def _numbers(frames: Sequence[int]) -> str:
@@ -80,9 +99,14 @@ class _Checker:
 
     # -------------------------------------------------------------------------------- helpers
     def problem(self, sample: Sample, kind: str, detail: str, path: Path | str | None = None,
-                frames: Sequence[int] = ()) -> SampleProblem:
+                frames: Sequence[int] = (), paths: Sequence[Path | str] = (), none_there: bool = False) -> SampleProblem:
         return SampleProblem(sample.key_str, kind, detail, None if path is None else str(path),
-                             tuple(int(f) for f in frames))
+                             tuple(int(f) for f in frames), tuple(str(p) for p in paths), none_there)
+
+    def needed(self, sample: Sample, frames: Sequence[int]) -> str:
+        """Why the sample needs these frames: the window, or the data.train_shift margin of a training sample."""
+        why = self.reader.why_needed(sample, frames)
+        return f" [{why}]" if why else ""
 
     def short_for_num_frames(self, sample: Sample, count: int) -> SampleProblem | None:
         """A sample read whole (no end frame) from a source holding fewer than num_frames frames."""
@@ -116,24 +140,11 @@ class _Checker:
         paths = [source.path(sample, n) for n in candidates]
         absent = sorted({p.parent for p in paths if self.listings.names(p.parent) is None})
         if absent:
-            return [self.problem(sample, "missing_folder", "frame folder is missing", absent[0])]
+            return [self.problem(sample, "missing_folder", f"frame folder is missing (the sample reads frames "
+                                 f"{min(candidates)}..{max(candidates)})", absent[0])]
         present = [(n, p) for n, p in zip(candidates, paths) if p.name in self.listings.names(p.parent)]
         missing = [(n, p) for n, p in zip(candidates, paths) if p.name not in self.listings.names(p.parent)]
-        problems: list[SampleProblem] = []
-        if missing:
-            numbers = [n for n, _ in missing]
-            if not present:
-                detail = (f"none of its {len(candidates)} frames exist ({_numbers(numbers)}), e.g. {missing[0][1]}: "
-                          f"does data.frame_pattern={source.pattern!r} match the file names?")
-                problems.append(self.problem(sample, "missing_frames", detail, missing[0][1], numbers))
-            elif min(numbers) > max(n for n, _ in present):
-                last = max(n for n, _ in present)
-                detail = (f"the folder ends at frame {last}, the sample needs frames up to {max(candidates)} "
-                          f"(missing {_numbers(numbers)}, e.g. {missing[0][1]})")
-                problems.append(self.problem(sample, "too_few_frames", detail, missing[0][1].parent, numbers))
-            else:
-                detail = f"{len(numbers)} frame file(s) missing ({_numbers(numbers)}), e.g. {missing[0][1]}"
-                problems.append(self.problem(sample, "missing_frames", detail, missing[0][1], numbers))
+        problems = [self.missing_files(sample, candidates, present, missing)] if missing else []
         if sample.end_frame is None:
             short = self.short_for_num_frames(sample, source.frame_count(sample))
             if short is not None:
@@ -141,6 +152,29 @@ class _Checker:
         if self.decode:
             problems += self.decode_files(sample, present)
         return problems
+
+    def missing_files(self, sample: Sample, candidates: Sequence[int], present: Sequence[tuple[int, Path]],
+                      missing: Sequence[tuple[int, Path]]) -> SampleProblem:
+        """The problem of a sample some of whose frame files are missing (pattern sources)."""
+        numbers = [n for n, _ in missing]
+        files = [p for _, p in missing]
+        example = files[0]
+        if not present:
+            # other frames named alike in the folder: the pattern is right, this sample's were never extracted
+            alike = [n for n in self.listings.names(example.parent) or ()
+                     if len(n) == len(example.name) and Path(n).suffix == example.suffix]
+            why = (f"the folder holds {len(alike)} other frames named alike: this sample's were not extracted" if alike
+                   else f"does data.frame_pattern={self.source.pattern!r} match the file names?")
+            detail = (f"none of its {len(candidates)} frames exist (frames {min(candidates)}..{max(candidates)}, "
+                      f"e.g. {example}): {why}")
+            return self.problem(sample, "missing_frames", detail, example, numbers, files, none_there=True)
+        needed = self.needed(sample, numbers)
+        if min(numbers) > max(n for n, _ in present):
+            detail = (f"the folder ends at frame {max(n for n, _ in present)}, the sample needs frames up to "
+                      f"{max(candidates)} (missing {_numbers(numbers)}, e.g. {example}){needed}")
+            return self.problem(sample, "too_few_frames", detail, example.parent, numbers, files)
+        detail = f"{len(numbers)} frame file(s) missing ({_numbers(numbers)}), e.g. {example}{needed}"
+        return self.problem(sample, "missing_frames", detail, example, numbers, files)
 
     def listing(self, sample: Sample) -> list[SampleProblem]:
         source: JpegFolderSource = self.source
@@ -157,7 +191,8 @@ class _Checker:
         beyond = [n for n in candidates if n >= len(files)]
         if beyond:
             problems.append(self.problem(sample, "too_few_frames", f"the folder holds {len(files)} images, the sample "
-                                         f"needs frames up to {max(candidates)}", folder, beyond))
+                                         f"needs frames up to {max(candidates)}{self.needed(sample, beyond)}",
+                                         folder, beyond))
         short = self.short_for_num_frames(sample, len(files))
         if short is not None:
             problems.append(SampleProblem(short.key, short.kind, short.detail, str(folder)))
@@ -189,7 +224,8 @@ class _Checker:
         beyond = [n for n in candidates if n >= count]
         if beyond:
             problems.append(self.problem(sample, "too_few_frames", f"the video has {count} frames, the sample "
-                                         f"needs frames up to {max(candidates)}", path, beyond))
+                                         f"needs frames up to {max(candidates)}{self.needed(sample, beyond)}",
+                                         path, beyond))
         return problems
 
     def cached(self, sample: Sample) -> list[SampleProblem]:
@@ -204,8 +240,8 @@ class _Checker:
             return [self.problem(sample, "missing_frames", str(error), where)]
         absent = sorted({int(n) for n in candidates} - {int(n) for n in entry.numbers})
         if absent:
-            return [self.problem(sample, "missing_frames", f"the frame cache lacks {len(absent)} of its frames",
-                                 entry.array, absent)]
+            return [self.problem(sample, "missing_frames", f"the frame cache lacks {len(absent)} of its frames "
+                                 f"({_numbers(absent)}){self.needed(sample, absent)}", entry.array, absent)]
         return []
 
     def generic(self, sample: Sample) -> list[SampleProblem]:
@@ -244,7 +280,7 @@ def check_samples(samples: Sequence[Sample], reader, decode: bool = False, worke
 
 _HINTS = {
     "missing_folder": "frame folders and videos are looked for under data.root: is data.root right?",
-    "missing_video": "videos are found as data.root / data.video_pattern: are data.root and data.video_pattern "
+    "missing_video": "videos are found as data.root / data.video.pattern: are data.root and data.video.pattern "
                      "right?",
     "missing_frames": "frame files are found as data.root / data.frame_pattern: does data.frame_pattern match your "
                       "extraction's file names (and is the extraction complete)?",
@@ -254,25 +290,58 @@ _HINTS = {
 }
 
 
-def format_report(problems: Sequence[SampleProblem], limit: int = 20) -> str:
-    """A readable report: counts by kind, the first `limit` problems with their paths, how to fix them."""
+def present_first(problems: Sequence[SampleProblem]) -> list[SampleProblem]:
+    """The problems of samples that are partly there first, in their order, then those of samples of which
+    nothing exists: on a partial dataset the user's own few samples come before the many never downloaded."""
+    absent = {p.key for p in problems if p.absent}
+    return sorted(problems, key=lambda p: p.key in absent)  # stable: sample order within each group
+
+
+def format_report(problems: Sequence[SampleProblem], limit: int = 20, skip_missing: bool = False,
+                  report_file: str | None = None) -> str:
+    """A readable report: counts by kind, the first `limit` problems with their paths (samples that are partly
+    there first), how to fix them. `skip_missing`: the run drops these samples (no advice to set it);
+    `report_file`: where every problem is listed (named instead of the advice to write one)."""
     if not problems:
         return "data check: no problems found"
     kinds = Counter(p.kind for p in problems)
     samples = len({p.key for p in problems})
+    absent = len({p.key for p in problems if p.absent})
     summary = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in sorted(kinds.items()))
-    lines = [f"data check: {len(problems)} problem(s) in {samples} sample(s) ({summary})"]
-    for problem in problems[:limit]:
+    head = (f"data check: {len(problems)} problem(s) in {samples} sample(s) ({summary}); "
+            f"{samples - absent} of these samples are partly there (listed first), {absent} not at all")
+    lines = [head]
+    for problem in present_first(problems)[:limit]:
         where = f"\n      {problem.path}" if problem.path else ""
         lines.append(f"  {problem.key}: {problem.kind.replace('_', ' ')}: {problem.detail}{where}")
     if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
+        every = (f"{report_file} lists every one" if report_file else
+                 "t2cr-prepare data=<name> check=true check_report=<file.csv> lists every one")
+        lines.append(f"  ... and {len(problems) - limit} more ({every})")
     lines.append("how to fix:")
     for kind in PROBLEM_KINDS:
         if kind in kinds:
             lines.append(f"  - {_HINTS[kind]}")
-    lines.append("  - or set data.skip_missing=true to drop (and log) these samples")
+    if skip_missing:
+        lines.append("  - data.skip_missing=true drops these samples (a run logs what each split keeps)")
+    else:
+        lines.append("  - or set data.skip_missing=true to drop (and log) these samples")
     return "\n".join(lines)
+
+
+def write_problem_report(problems: Sequence[SampleProblem], path: str | os.PathLike,
+                         splits_of: Mapping[str, str]) -> Path:
+    """Every problem as a CSV row (REPORT_COLUMNS; paths and frame numbers joined by ';'), samples that are
+    partly there first. `splits_of`: sample key -> the split(s) it belongs to."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(REPORT_COLUMNS)
+        for problem in present_first(problems):
+            writer.writerow([problem.key, splits_of.get(problem.key, ""), problem.kind, problem.detail,
+                             ";".join(problem.all_paths), ";".join(str(f) for f in problem.frames)])
+    return path
 
 
 def problem_keys(problems: Sequence[SampleProblem]) -> list[str]:
@@ -280,4 +349,13 @@ def problem_keys(problems: Sequence[SampleProblem]) -> list[str]:
     return list(dict.fromkeys(p.key for p in problems))
 
 
-__all__ = ["PROBLEM_KINDS", "SampleProblem", "check_samples", "format_report", "problem_keys"]
+def problem_kinds(problems: Sequence[SampleProblem]) -> dict[str, str]:
+    """Sample key -> the kind of its first problem (why a run with data.skip_missing=true drops it)."""
+    kinds: dict[str, str] = {}
+    for problem in problems:
+        kinds.setdefault(problem.key, problem.kind)
+    return kinds
+
+
+__all__ = ["PROBLEM_KINDS", "REPORT_COLUMNS", "SampleProblem", "check_samples", "format_report", "present_first",
+           "problem_keys", "problem_kinds", "write_problem_report"]

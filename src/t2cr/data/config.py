@@ -23,7 +23,7 @@ class SyntheticConfig:
     num_train: int = 96
     num_test: int = 48
     num_events: int = 4
-    frames_per_dive: int = 32
+    frames_per_dive: int = 103  # MTL-AQA's sample length, so that the paper's clip plan applies
     gap_frames: int = 4
     height: int = 64
     width: int = 64
@@ -62,14 +62,32 @@ class SyntheticConfig:
 
 
 @dataclass
+class VideoConfig:
+    """How a sample's video file is found and its frames numbered: the one definition for reading videos
+    (`data.source=video`, under data.root) and importing them into the frame cache (`t2cr-prepare
+    videos=<folder>`, t2cr.data.video_import). The schema of `data.video`."""
+
+    # the sample's video file under its folder, a str.format pattern with the fields folder (the sample's
+    # frame folder: MTL-AQA's event '01', JIGSAWS' '<name>_capture1'), key (its annotation key: a tuple such as
+    # (event, idx), so '{key[0]:02d}.mp4' also names MTL-AQA's videos) and group (AQA-7 class, JIGSAWS task)
+    pattern: str = "{folder}.mp4"
+    # the annotation frame number of a video's first decoded frame: 1 where the reference frames were extracted
+    # with ffmpeg's default numbering ('%06d.jpg' counts from 1: MTL-AQA's frame_extractor.sh, AQA-7's
+    # img_00001.jpg); a sample read whole (no end frame: JIGSAWS) numbers its frames from 0 whatever this is
+    first_frame: int = 1
+
+
+@dataclass
 class DataConfig:
     """The schema of conf/data: every default of a dataset's settings; conf/data/<name>.yaml holds what differs."""
 
     name: str = "synthetic"
     format: str = "mtl_aqa"  # annotation reader: t2cr.data.annotations.READERS
-    # required (???): the folder with the official annotation files, and the frames (source=jpeg) or videos
-    # (source=video); conf/data/synthetic.yaml points both into the generated dataset
-    annotations: str = MISSING
+    # the folder with the official annotation files; packaged: the copy shipped with t2cr (MTL-AQA, FineDiving,
+    # JIGSAWS: t2cr.data.packaged); AQA-7's come only inside its archive (conf/data/aqa7.yaml requires them)
+    annotations: str = "packaged"
+    # required (???): the frames (source=jpeg) or videos (source=video); conf/data/synthetic.yaml points
+    # both paths into the generated dataset
     root: str = MISSING
     # reader options; each reader uses the ones its dataset has
     split_id: int = 0  # MTL-AQA split
@@ -80,17 +98,23 @@ class DataConfig:
     source: str = "jpeg"  # jpeg | video
     # MTL-AQA's (adjust to your extraction's file names); None: list the folder's images in name order
     frame_pattern: str | None = "{folder}/{frame:06d}.jpg"
-    video_pattern: str = "{folder}.mp4"
+    video: VideoConfig = field(default_factory=VideoConfig)  # source=video and t2cr-prepare videos=
     cache_dir: str | None = None  # uint8 frame cache: t2cr-prepare data=<name> data.cache_dir=<dir>
     use_cache: str = "auto"  # auto: read the cache when it is complete | never | require
     check: bool = True  # check every sample's frames exist before training
     check_decode: bool = False  # also decode every frame a run can read (slow; finds corrupt JPEGs/videos)
     skip_missing: bool = False  # drop (and log) samples with missing frames instead of refusing to start
-    num_frames: int = 32  # frames per video handed to the model
+    # sample keys to leave out of every split (as logs and check reports write them, MTL-AQA: <event>_<index>),
+    # e.g. a test sample whose difficulty no training sample has. Quote them: 'data.exclude=["1_17","2_3"]'
+    # (Hydra reads an unquoted 1_17 as the number 117). The run logs them per split; t2cr-tables labels the run.
+    exclude: list[str] = field(default_factory=list)
+    num_frames: int = 103  # frames per video handed to the model (MTL-AQA's sample; AQA-7 has the same)
     # the base path's clip plan is the dataset's (Sec. 4.3); the model's clips interpolate these
     clip_length: int = 16
     num_clips: int = 10  # M
-    base_starts: list[int] | None = None  # explicit starts (MTL-AQA's [0, 10, ..., 80, 86]); None derives them
+    # explicit clip starts; None derives them from num_frames. Default: the paper's starts for 103 frames
+    # (Table 10; the last clip ends at frame 103)
+    base_starts: list[int] | None = field(default_factory=lambda: [0, 10, 20, 30, 40, 50, 60, 70, 80, 86])
     overlapping_clips: bool = True  # False: back-to-back clips (JIGSAWS)
     frame_selection: str = "end_aligned"  # end_aligned (MTL-AQA: frames ending at end_frame) | linspace
     train_shift: int = 0  # end_aligned: end shifted by a random integer in [-shift, shift] in training

@@ -17,14 +17,23 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
+from t2cr.config_checks import check_data_config
 from t2cr.data.annotations import read_annotations
 from t2cr.data.cache import CachedFrameSource, cache_identity, open_frame_source
-from t2cr.data.check import check_samples, format_report, problem_keys
+from t2cr.data.check import check_samples, format_report, problem_kinds
 from t2cr.data.config import DataConfig, ensure_generated
 from t2cr.data.exemplars import ExemplarPools, stable_rng
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
-from t2cr.data.splits import run_samples
+from t2cr.data.splits import (
+    EXCLUDED,
+    RunSamples,
+    SplitAccount,
+    drop_samples,
+    excluded_keys,
+    refuse_empty_splits,
+    run_samples,
+)
 from t2cr.data.transforms import VideoTransform
 from t2cr.devices import available_cpus, loader_workers
 
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class DataCheckError(ValueError):
-    """Frames are missing or unreadable; raised before any training step."""
+    """Frames are missing or unreadable; raised before any training step (and before t2cr-prepare writes)."""
 
 
 class EpochSampler(Sampler):
@@ -226,14 +235,16 @@ class PairDataModule(pl.LightningDataModule):
         self.cpus_per_process = cpus_per_process
         self.scores = ScoreSpace(config.divide_by_difficulty)
         self._splits: dict[str, list[Sample]] | None = None
+        self.annotated: dict[str, list[Sample]] | None = None  # the official splits, as the annotations list them
+        self.excluded: list[str] = []  # data.exclude's keys
+        self.accounts: dict[str, SplitAccount] = {}  # per official split: found, dropped (why), kept
         # what the loaders hand the model: frames, or only video ids when the module holds clip features
         self.frames_in = {"train": True, "eval": True}
         self._video_loaders: dict[tuple, DataLoader] = {}
         # where crop / flip / normalisation run: None = in the loader workers when training runs on the
         # CPU (they work in parallel there), after the transfer when it runs on an accelerator
         self.normalise_in_workers: bool | None = None
-        if not 0.0 <= config.val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {config.val_fraction}")
+        check_data_config(config)  # numeric ranges, before any file is read
 
     # ------------------------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
@@ -243,33 +254,79 @@ class PairDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return
         self.prepare_data()  # idempotent; makes setup() enough outside a Trainer
-        official = read_annotations(self.config)
+        self.annotated = read_annotations(self.config)
+        self.excluded = excluded_keys(self.annotated, self.config.exclude)
+        # only training samples are shifted (data.train_shift): val/test samples need no margin frames
         self.reader = SampleReader(open_frame_source(self.config), VideoTransform(self.config.transform),
-                                   self.config.num_frames, self.config.frame_selection, self.config.train_shift)
+                                   self.config.num_frames, self.config.frame_selection, self.config.train_shift,
+                                   shifted_keys=[s.key_str for s in self.annotated["train"]])
+        problems: dict[str, str] = {}
         if self.config.check or self.config.check_decode:
             if not isinstance(self.reader.source, CachedFrameSource) and not Path(self.config.root).exists():
                 raise FileNotFoundError(f"data.root={self.config.root} does not exist: point it at the "
                                         f"{self.config.name} frames (see the data config's header for the layout)")
-            official = self._drop_or_refuse_missing(official)
-        known = run_samples(self.config, official)
+            problems = self._frame_problems()
+        known, self.accounts = self.plan(problems)
+        self._log_accounts(known)
         self._splits, self._voting = known.splits, known.voting
         self.action_types, self.labels, self.groups = known.action_types, known.labels, known.groups
         self.pools, self.videos, self.video_ids = known.pools, known.videos, known.video_ids
 
-    def _drop_or_refuse_missing(self, splits: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
-        """Before any training step: every sample's frames must exist (existence only, no decoding)."""
-        problems = check_samples([s for samples in splits.values() for s in samples], self.reader,
-                                 decode=self.config.check_decode)
-        if not problems:
-            return splits
-        report = format_report(problems)
-        if not self.config.skip_missing:
-            raise DataCheckError(f"{len(problem_keys(problems))} samples have missing or too few frames; nothing "
-                                 f"was trained.\n{report}")
-        bad = set(problem_keys(problems))
-        log.warning("data.skip_missing=true: dropping %d samples with missing frames: %s", len(bad),
-                    ", ".join(sorted(bad)[:20]) + (" ..." if len(bad) > 20 else ""))
-        return {split: [s for s in samples if s.key_str not in bad] for split, samples in splits.items()}
+    def plan(self, problems: dict[str, str]) -> tuple[RunSamples, dict[str, SplitAccount]]:
+        """The run's samples once data.exclude's keys and those with frame `problems` (key -> problem kind,
+        dropped by data.skip_missing) are left out, with each official split's account (found, dropped and
+        why, kept). Refuses as a run does, before the first step: an empty train or test split, an evaluated
+        sample with an empty exemplar pool. t2cr-prepare check=true asks the same of what its check found."""
+        if self.annotated is None:  # asked before setup: read the annotations (setup plans itself)
+            self.setup()
+        reasons = {**{key: EXCLUDED for key in self.excluded}, **problems}
+        kept, accounts = drop_samples(self.annotated, reasons)
+        refuse_empty_splits(kept, accounts, self.config)
+        dropped_train = [s for s in self.annotated["train"] if s.key_str in problems]
+        return run_samples(self.config, kept, dropped_train), accounts
+
+    def _frame_problems(self) -> dict[str, str]:
+        """Before any training step: the frames of every sample not excluded must exist (and decode, with
+        data.check_decode). Key -> problem kind of the samples data.skip_missing drops; refused without it."""
+        excluded = set(self.excluded)
+        samples = list({s.key_str: s for split in self.annotated.values() for s in split
+                        if s.key_str not in excluded}.values())
+        problems = check_samples(samples, self.reader, decode=self.config.check_decode)
+        if problems and not self.config.skip_missing:
+            kinds = problem_kinds(problems)
+            raise DataCheckError(f"the data check found {len(kinds)} of {len(samples)} samples with missing or "
+                                 f"unreadable frames:\n{format_report(problems)}")
+        return problem_kinds(problems)
+
+    def _log_accounts(self, known: RunSamples) -> None:
+        """Per split: found, dropped (why), kept; the dropped keys (and the kept ones when they are few)."""
+        dropped = any(account.dropped for account in self.accounts.values())
+        level = logging.WARNING if dropped else logging.INFO
+        # without the data check nothing is known about the frames: "0 dropped" alone would read as "all there"
+        unchecked = "" if self.config.check or self.config.check_decode else " (frames not checked: data.check=false)"
+        for split in ("train", "test"):
+            account = self.accounts[split]
+            log.log(level, "data %s%s", account.summary(), unchecked)
+            for line in account.key_lines():
+                log.log(level, "data %s", line)
+        if known.splits["val"]:
+            log.info("data val: %d samples carved from train's kept ones (data.val_fraction=%s), %d left to train on",
+                     len(known.splits["val"]), self.config.val_fraction, len(known.splits["train"]))
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """Found / dropped / kept per official split (metrics.json keeps it: t2cr-tables labels runs that dropped
+        samples); val, when carved, counts as part of train."""
+        self.setup()
+        return {split: account.counts() for split, account in self.accounts.items()}
+
+    def official_splits_of(self) -> dict[str, str]:
+        """Sample key -> the official split(s) listing it ('train', 'test', or 'train+test')."""
+        self.setup()
+        splits: dict[str, list[str]] = {}
+        for split, samples in self.annotated.items():
+            for sample in samples:
+                splits.setdefault(sample.key_str, []).append(split)
+        return {key: "+".join(names) for key, names in splits.items()}
 
     # ------------------------------------------------------------------------------ inspection
     @property

@@ -34,12 +34,20 @@ def stable_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+class EmptyPoolError(KeyError):
+    """A sample to evaluate (or train on) whose exemplar pool no training sample is in."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
+
+
 class ExemplarPools:
     def __init__(self, train: Sequence[Sample], rule: str) -> None:
         if rule not in POOL_KEYS:
             raise ValueError(f"unknown data.exemplar_rule {rule!r}; expected one of {sorted(POOL_KEYS)}")
         if not train:
-            raise ValueError("the exemplar pools need at least one training sample")
+            # a run refuses an empty train split earlier, saying what emptied it (t2cr.data.splits)
+            raise ValueError("the exemplar pools need at least one training sample, and the train split is empty")
         self.rule = rule
         self.train = list(train)
         self._pool_key = POOL_KEYS[rule]
@@ -55,9 +63,10 @@ class ExemplarPools:
     def pool(self, sample: Sample) -> list[int]:
         key = self._pool_key(sample)
         if key not in self.pools:
-            raise KeyError(f"sample {sample.key_str} has {self.rule} {key!r}, which no training sample has: "
-                           f"its exemplar pool is empty (known: {sorted(map(str, self.pools))[:20]}); use "
-                           "data.exemplar_rule=random or drop the sample")
+            raise EmptyPoolError(f"sample {sample.key_str} has {self.rule} {key!r}, which no training sample has: "
+                                 f"its exemplar pool is empty (known: {sorted(map(str, self.pools))[:20]}); use "
+                                 "data.exemplar_rule=random or leave the sample out with "
+                                 f"'data.exclude=[\"{sample.key_str}\"]'")
         return self.pools[key]
 
     def draw_training(self, query: Sample, rng: np.random.Generator) -> int:

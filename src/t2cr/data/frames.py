@@ -88,15 +88,29 @@ class JpegFolderSource:
         return np.stack(frames)
 
 
-class VideoFileSource:
-    """One video file per sample ('{folder}.mp4' under the root); frame numbers are 0-based indices."""
+def video_name(pattern: str, sample: Sample) -> str:
+    """The sample's video file name: `data.video.pattern` with folder, key and group filled in."""
+    try:
+        return pattern.format(folder=sample.frames, key=sample.key, group=sample.group or "")
+    except (KeyError, IndexError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"data.video.pattern={pattern!r} cannot name the video of sample {sample.key_str} "
+            f"({type(error).__name__}: {error}); its fields are folder={sample.frames!r}, key={sample.key!r}, "
+            f"group={sample.group!r}") from None
 
-    def __init__(self, root: str | Path, pattern: str = "{folder}.mp4") -> None:
+
+class VideoFileSource:
+    """One video file per sample (`data.video.pattern` under the root). Annotation frame n is the decoded
+    frame n - first_frame (`data.video.first_frame`: 1 where the reference frames count from 1); a sample
+    read whole (no end frame) numbers its frames from 0, as a listed folder does."""
+
+    def __init__(self, root: str | Path, pattern: str = "{folder}.mp4", first_frame: int = 0) -> None:
         self.root = Path(root)
         self.pattern = pattern
+        self.first_frame = int(first_frame)
 
     def path(self, sample: Sample) -> Path:
-        return self.root / self.pattern.format(folder=sample.frames)
+        return self.root / video_name(self.pattern, sample)
 
     def frame_count(self, sample: Sample) -> int:
         import av
@@ -110,19 +124,21 @@ class VideoFileSource:
 
     def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
         path = self._existing(sample)
-        wanted = sorted({int(n) for n in frame_numbers})
+        offset = 0 if sample.end_frame is None else self.first_frame  # a sample read whole counts from 0
+        wanted = sorted({int(n) - offset for n in frame_numbers})
         decoded = decode_video(path, last_frame=wanted[-1])
-        missing = [n for n in wanted if n >= len(decoded) or n < 0]
+        missing = [n + offset for n in wanted if n >= len(decoded) or n < 0]
         if missing:
-            raise ValueError(f"video {path} of sample {sample.key_str} has {len(decoded)} frames; frames "
-                             f"{missing[:5]} were asked for")
-        return np.stack([decoded[int(n)] for n in frame_numbers])
+            raise ValueError(f"video {path} of sample {sample.key_str} has {len(decoded)} frames, numbered "
+                             f"{offset}..{len(decoded) - 1 + offset} (data.video.first_frame); frames {missing[:5]} "
+                             "were asked for")
+        return np.stack([decoded[int(n) - offset] for n in frame_numbers])
 
     def _existing(self, sample: Sample) -> Path:
         path = self.path(sample)
         if not path.is_file():
             raise FileNotFoundError(f"video {path} of sample {sample.key_str} is missing (data.root={self.root}, "
-                                    f"data.video_pattern={self.pattern!r})")
+                                    f"data.video.pattern={self.pattern!r})")
         return path
 
 
@@ -176,5 +192,5 @@ def build_frame_source(config) -> FrameSource:
     if config.source == "jpeg":
         return JpegFolderSource(config.root, config.frame_pattern)
     if config.source == "video":
-        return VideoFileSource(config.root, config.video_pattern)
+        return VideoFileSource(config.root, config.video.pattern, config.video.first_frame)
     raise ValueError(f"unknown data.source {config.source!r}; expected 'jpeg' or 'video'")

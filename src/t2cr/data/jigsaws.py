@@ -11,35 +11,45 @@ Frames: `{root}/{name}_capture1/` (left camera), every image of the folder liste
 from __future__ import annotations
 
 import operator
-import pickle
 from pathlib import Path
 
+from t2cr.data.annotation_checks import (
+    AnnotationError,
+    Bounds,
+    MissingAnnotationKeyError,
+    SampleRules,
+    Where,
+    check_splits,
+    items,
+    number,
+    text,
+)
+from t2cr.data.packaged import load_pickle
 from t2cr.data.samples import Sample
 
 Splits = dict[str, list[Sample]]
 
 TASKS = ("Suturing", "Needle_Passing", "Knot_Tying")
 NUM_GRS_ITEMS = 6
+GRS_ITEM = Bounds(1.0, 5.0)  # every GRS item is marked 1-5
+RULES = SampleRules(score=Bounds(NUM_GRS_ITEMS * GRS_ITEM.low, NUM_GRS_ITEMS * GRS_ITEM.high))
 LABEL_FILE = "label.pkl"
 SPLITS_FILE = "splits.pkl"
 
 
-def _load_pickle(path: Path, what: str) -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}; set data.annotations to the folder holding it")
-    with path.open("rb") as handle:
-        return pickle.load(handle)
-
-
 def _task_and_fold(config, folds_by_task: dict, path: Path) -> tuple[str, int]:
     task = getattr(config, "task", None)
-    known = [t for t in TASKS if t in folds_by_task] + sorted(t for t in folds_by_task if t not in TASKS)
+    # str keys: a damaged file may hold keys of other types, which do not sort with the task names
+    known = [t for t in TASKS if t in folds_by_task] + sorted(str(t) for t in folds_by_task if t not in TASKS)
     if task is None:
         raise ValueError(f"data.task is required for JIGSAWS; one of {known}")
     if task not in folds_by_task:
-        raise ValueError(f"unknown JIGSAWS data.task {task!r}; {path} has the tasks {known}")
+        raise AnnotationError(f"unknown JIGSAWS data.task {task!r}; {path} has the tasks {known}")
+    folds = items(folds_by_task[task], Where.at(path, task), "a list of folds (lists of video names)")
+    if len(folds) < 2:  # one fold is tested, the others train
+        raise Where.at(path, task).error(f"has {len(folds)} folds; cross-validation needs at least 2")
     fold = getattr(config, "fold", None)
-    num_folds = len(folds_by_task[task])
+    num_folds = len(folds)
     if fold is None:
         raise ValueError(f"data.fold is required for JIGSAWS: the test fold, 0-{num_folds - 1}")
     try:
@@ -47,53 +57,62 @@ def _task_and_fold(config, folds_by_task: dict, path: Path) -> tuple[str, int]:
     except TypeError:
         raise ValueError(f"data.fold={fold!r} is not an integer fold index (0-{num_folds - 1})") from None
     if not 0 <= fold < num_folds:
-        raise ValueError(f"data.fold={fold!r} is out of range: {task} has {num_folds} folds (0-{num_folds - 1})")
+        raise AnnotationError(f"data.fold={fold!r} is out of range: {task} has {num_folds} folds "
+                              f"(0-{num_folds - 1}) in {path}")
     return task, fold
+
+
+def _folds(folds_by_task: dict, task: str, path: Path) -> list[list[str]]:
+    """The task's folds as lists of video names, each name in one fold only."""
+    where = Where.at(path, task)
+    folds = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(folds_by_task[task]):
+        names = [text(name, Where.at(path, name), f"a video name of {task} fold {index}")
+                 for name in items(raw, where, f"fold {index}: a list of video names")]
+        for name in names:
+            if name in seen:
+                raise Where.at(path, name).error(f"is in fold {seen[name]} and fold {index} of {task}")
+            if not name.startswith(task + "_"):
+                raise Where.at(path, name).error(f"is listed in a {task} fold but is a video of another task")
+            seen[name] = index
+        folds.append(names)
+    return folds
 
 
 def read_jigsaws(annotations: Path, config=None) -> Splits:
     """One fold of JIGSAWS's four-fold cross-validation for one task, as Sample records keyed by name."""
     annotations = Path(annotations)
     label_path, splits_path = annotations / LABEL_FILE, annotations / SPLITS_FILE
-    labels = _load_pickle(label_path, "JIGSAWS label file")
+    labels = load_pickle(label_path, "JIGSAWS label file")
     if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"{label_path} is not a JIGSAWS label dict (name -> 6 GRS sub-scores)")
-    folds_by_task = _load_pickle(splits_path, "JIGSAWS splits file")
+        raise Where(label_path).error("is not a JIGSAWS label dict (name -> 6 GRS sub-scores)")
+    folds_by_task = load_pickle(splits_path, "JIGSAWS splits file")
     if not isinstance(folds_by_task, dict) or not folds_by_task:
-        raise ValueError(f"{splits_path} is not a JIGSAWS splits dict (task -> folds of names)")
+        raise Where(splits_path).error("is not a JIGSAWS splits dict (task -> folds of names)")
     task, fold = _task_and_fold(config, folds_by_task, splits_path)
-    folds = [[str(name) for name in names] for names in folds_by_task[task]]
-
-    seen: dict[str, int] = {}
-    for index, names in enumerate(folds):
-        for name in names:
-            if name in seen:
-                raise ValueError(f"{splits_path}: {name} is in fold {seen[name]} and fold {index} of {task}")
-            seen[name] = index
-    missing = [name for name in seen if name not in labels]
+    folds = _folds(folds_by_task, task, splits_path)
+    missing = [name for names in folds for name in names if name not in labels]
     if missing:
-        raise KeyError(f"{splits_path}: {len(missing)} {task} videos have no scores in {label_path}, "
-                       f"e.g. {missing[:5]}")
-    wrong_task = [name for name in seen if not name.startswith(task + "_")]
-    if wrong_task:
-        raise ValueError(f"{splits_path}: the {task} folds list videos of another task, e.g. {wrong_task[:5]}")
+        raise MissingAnnotationKeyError(f"{splits_path}: {len(missing)} {task} videos have no scores in "
+                                        f"{label_path}, e.g. {missing[:5]}")
 
     test = [_sample(name, labels[name], task, label_path) for name in folds[fold]]
     train = [_sample(name, labels[name], task, label_path)
              for index, names in enumerate(folds) if index != fold for name in names]
-    return {"train": train, "test": test}
+    sources = {"train": f"{splits_path} ({task} folds other than {fold})",
+               "test": f"{splits_path} ({task} fold {fold})"}
+    return check_splits({"train": train, "test": test}, sources, RULES)
 
 
-def _sample(name: str, items, task: str, path: Path) -> Sample:
-    try:
-        values = [float(v) for v in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: {name} -> {items!r} is not a list of {NUM_GRS_ITEMS} GRS sub-scores") from None
-    if len(values) != NUM_GRS_ITEMS:
-        raise ValueError(f"{path}: {name} has {len(values)} GRS sub-scores; expected {NUM_GRS_ITEMS}")
+def _sample(name: str, raw_items: object, task: str, path: Path) -> Sample:
+    where = Where.at(path, name)
+    values = items(raw_items, where, f"a list of {NUM_GRS_ITEMS} GRS sub-scores", length=NUM_GRS_ITEMS)
+    scores = [number(value, where, f"GRS item {position + 1}", GRS_ITEM)
+              for position, value in enumerate(values)]
     return Sample(
         key=name,
-        score=sum(values),  # the GRS total (6-30), the sum of the six sub-scores
+        score=sum(scores),  # the GRS total (6-30), the sum of the six sub-scores
         difficulty=None,
         action_type=task,
         frames=f"{name}_capture1",  # left camera: {Task}_{Subject}{trial:03d}_capture1

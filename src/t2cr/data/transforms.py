@@ -21,7 +21,8 @@ CHUNK_FRAMES = 16  # frames decoded and resized at a time (bounds the float memo
 
 @dataclass
 class TransformConfig:
-    resize: list[int] = field(default_factory=lambda: [128, 128])  # [height, width] before the crop
+    # [height, width] before the crop; the paper's 128 high x 228 wide keeps the broadcast video's aspect
+    resize: list[int] = field(default_factory=lambda: [128, 228])
     crop: list[int] = field(default_factory=lambda: [112, 112])  # [height, width]
     flip: bool = True  # random horizontal flip in training
 

@@ -19,9 +19,10 @@ from t2cr.models.i3d import I3D
 @dataclass
 class BackboneConfig:
     name: str = "i3d"  # i3d | tiny
-    # Kinetics-400 RGB I3D weights (`model_rgb.pth`). Required for i3d unless random_init is set:
+    # Kinetics-400 RGB I3D weights (`model_rgb.pth` or `rgb_imagenet.pt`, t2cr.models.i3d_checkpoints).
+    # Required for i3d unless random_init is set:
     # training I3D from scratch is never silent.
-    checkpoint: str | None = None  # path to the Kinetics-400 RGB I3D weights model_rgb.pth
+    checkpoint: str | None = None  # Kinetics-400 RGB I3D file: model_rgb.pth or rgb_imagenet.pt
     random_init: bool = False  # true trains I3D from scratch, on purpose only
     freeze_bn: bool = True
     feature_dim: int = 1024
@@ -57,14 +58,15 @@ def build_backbone(config: BackboneConfig) -> nn.Module:
     if config.feature_dim != 1024:
         raise ValueError(f"I3D gives 1024-d features; model.backbone.feature_dim is {config.feature_dim}")
     backbone = I3D(freeze_bn=config.freeze_bn)
-    # the Kinetics logits layer exists only so that model_rgb.pth loads strictly; features skip it
+    # the Kinetics logits layer exists only so that the checkpoints load strictly; features skip it
     backbone.conv3d_0c_1x1.requires_grad_(False)
     if config.checkpoint:
         backbone.load_kinetics_checkpoint(Path(config.checkpoint).expanduser())
     elif not config.random_init:
         raise FileNotFoundError(
-            "model.backbone.checkpoint is not set: T2CR fine-tunes the Kinetics-400 I3D (model_rgb.pth). "
-            "Set model.backbone.checkpoint=/path/to/model_rgb.pth, or model.backbone.random_init=true "
+            "model.backbone.checkpoint is not set: T2CR fine-tunes the Kinetics-400 I3D. Set "
+            "model.backbone.checkpoint=/path/to/model_rgb.pth (or rgb_imagenet.pt), or "
+            "model.backbone.random_init=true "
             "to train I3D from scratch on purpose."
         )
     return backbone

@@ -76,7 +76,8 @@ def base_clip_starts(
             starts = [0]
         else:
             starts = [round(i * last / (num_clips - 1)) for i in range(num_clips)]
-    ClipPlan(tuple(starts), clip_length).check_fits(num_frames, "base path")
+    ClipPlan(tuple(starts), clip_length).check_fits(
+        num_frames, "base path (model.clips.num_base_clips, model.clips.clip_length)")
     return starts
 
 
@@ -85,8 +86,8 @@ def parse_aux_strategy(name: str) -> tuple[int, str]:
     match = re.fullmatch(r"(\d+)-clip-(\w+)", name)
     if match is None or match.group(2) not in AUX_STRATEGIES:
         raise ValueError(
-            f"unknown auxiliary sampling strategy {name!r}; expected '<N>-clip-<kind>' with kind in "
-            f"{AUX_STRATEGIES}, e.g. '8-clip-avg1'"
+            f"unknown auxiliary sampling strategy model.clips.aux_strategy={name!r}; expected "
+            f"'<N>-clip-<kind>' with kind in {AUX_STRATEGIES}, e.g. '8-clip-avg1'"
         )
     return int(match.group(1)), match.group(2)
 
@@ -108,7 +109,7 @@ def aux_clip_plan(
         raise ValueError(f"auxiliary num_clips must be >= 1, got {num_clips}")
     base = list(base_starts)
     first, last = base[0], base[-1]
-    stride = 1
+    stride = 2 if strategy == "2x" else 1  # also for a single clip: '2x' is the frame stride
     if strategy == "same":
         if num_clips > len(base):
             raise ValueError(f"'same' needs N <= M base clips, got N={num_clips}, M={len(base)}")
@@ -125,12 +126,12 @@ def aux_clip_plan(
         # integer arithmetic so that the last start is exactly `last` (no 85.999 -> 85)
         starts = [first + (i * (last - first)) // (num_clips - 1) for i in range(num_clips)]
     else:  # 2x
-        stride = 2
         span = (clip_length - 1) * stride + 1
         final = num_frames - span
         if final < 0:
-            raise ValueError(f"'2x' clips need {span} frames, the video has {num_frames}")
+            raise ValueError(f"'2x' clips need {span} frames, the video has {num_frames} "
+                             "(model.clips.aux_strategy, model.clips.num_frames)")
         starts = [round(i * final / (num_clips - 1)) for i in range(num_clips)]
     plan = ClipPlan(tuple(starts), clip_length, stride)
-    plan.check_fits(num_frames, f"auxiliary path '{num_clips}-clip-{strategy}'")
+    plan.check_fits(num_frames, f"auxiliary path model.clips.aux_strategy='{num_clips}-clip-{strategy}'")
     return plan

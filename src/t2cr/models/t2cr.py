@@ -9,6 +9,7 @@ Every ablation of Tables 5, 8, 9, 10, 11 is a field of `T2CRConfig`.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from t2cr.config_checks import require_integer, require_number
 from t2cr.models.attention import TargetAwareAttention
 from t2cr.models.backbones import BackboneConfig, build_backbone
 from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
@@ -76,8 +78,32 @@ class T2CRConfig:
     expansion_kernel: int = 3
 
 
+# where conf/model/t2cr.yaml takes each clip setting from: a refusal names both keys
+CLIP_SOURCES = {"num_frames": "data.num_frames", "clip_length": "data.clip_length",
+                "num_base_clips": "data.num_clips", "base_starts": "data.base_starts"}
+
+
+def _clip_key(name: str) -> str:
+    source = CLIP_SOURCES.get(name)
+    return f"model.clips.{name}" + ("" if source is None else f" (from {source})")
+
+
+def check_clip_config(config: ClipConfig) -> None:
+    """The clip settings are counts and frame numbers a plan can be built from."""
+    for name in ("num_frames", "clip_length", "num_base_clips"):
+        require_integer(getattr(config, name), _clip_key(name), minimum=1)
+    starts = config.base_starts
+    if starts is not None and any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0
+                                  for s in starts):
+        raise ValueError(f"{_clip_key('base_starts')} must be frame numbers >= 0, got {list(starts)}")
+    if starts is None and config.num_frames < config.clip_length:
+        raise ValueError(f"{_clip_key('num_frames')}={config.num_frames} is shorter than one clip "
+                         f"({_clip_key('clip_length')}={config.clip_length})")
+
+
 def build_clip_plans(config: ClipConfig, two_path: bool = True) -> tuple[ClipPlan, ClipPlan | None]:
     """Base and auxiliary clip plans of a clip configuration."""
+    check_clip_config(config)
     starts = config.base_starts
     if starts is None:
         starts = base_clip_starts(config.num_frames, config.num_base_clips, config.clip_length,
@@ -90,11 +116,41 @@ def build_clip_plans(config: ClipConfig, two_path: bool = True) -> tuple[ClipPla
     if not two_path:
         return base, None
     num_aux, strategy = parse_aux_strategy(config.aux_strategy)
+    if num_aux < 1:
+        raise ValueError(f"model.clips.aux_strategy={config.aux_strategy!r}: the auxiliary path needs N >= 1 "
+                         "clips")
     if strategy != "2x" and num_aux >= base.num_clips:
         raise ValueError(f"the auxiliary path samples sparsely: N={num_aux} must be < M={base.num_clips} "
                          f"(model.clips.aux_strategy={config.aux_strategy!r})")
     aux = aux_clip_plan(strategy, num_aux, base.starts, config.num_frames, config.clip_length)
     return base, aux
+
+
+def check_model_config(config: T2CRConfig) -> None:
+    """Every width, count and rate of the model is one its layers can be built with; torch would refuse the
+    rest with errors that name no setting (an even expansion kernel only at the first forward)."""
+    for key in ("hidden_dim", "latent_dim", "regressor_hidden", "regressor_mid", "attention.bottleneck",
+                "expansion_kernel"):
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        require_integer(value, f"model.{key}", minimum=1)
+    require_integer(config.num_action_types, "model.num_action_types", minimum=0)
+    if config.two_path and config.expansion_kernel % 2 == 0:
+        raise ValueError(f"model.expansion_kernel must be odd (the clip expansion keeps the feature length), "
+                         f"got {config.expansion_kernel}")
+    if config.decoder.kind == "transformer":
+        decoder = config.decoder
+        require_integer(decoder.layers, "model.decoder.layers", minimum=1)
+        require_integer(decoder.heads, "model.decoder.heads", minimum=1)
+        if config.latent_dim % decoder.heads:
+            raise ValueError(f"model.latent_dim={config.latent_dim} is not divisible by model.decoder.heads="
+                             f"{decoder.heads}")
+        require_number(decoder.mlp_ratio, "model.decoder.mlp_ratio", low=0.0, low_open=True)
+        if int(config.latent_dim * decoder.mlp_ratio) < 1:
+            raise ValueError(f"model.decoder.mlp_ratio={decoder.mlp_ratio} leaves the decoder MLP no unit "
+                             f"(model.latent_dim={config.latent_dim})")
+        require_number(decoder.dropout, "model.decoder.dropout", 0.0, 1.0, high_open=True)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -161,6 +217,7 @@ class T2CR(nn.Module):
     def __init__(self, config: T2CRConfig, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
+        check_model_config(config)
         if config.action_classifier and config.num_action_types < 2:
             raise ValueError("model.action_classifier is on but model.num_action_types is "
                              f"{config.num_action_types}; set it from the data or turn the classifier off")
