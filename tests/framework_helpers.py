@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ def tiny_overrides(data_root: Path) -> list[str]:
     ]
 
 
-def run_cli(entry: str, overrides: list[str], cwd: Path, timeout: float = 300,
+def run_cli(entry: str, overrides: list[str], cwd: Path, timeout: float = 900,
             check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("T2CR_RUN_STAMP", "LOCAL_RANK", "WORLD_SIZE")}
     env["PYTHONWARNINGS"] = "ignore"
@@ -41,3 +42,24 @@ def run_cli(entry: str, overrides: list[str], cwd: Path, timeout: float = 300,
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def trained_steps(run_dir: Path) -> list[int]:
+    """The global steps the last process of a run trained, from its CSV log (logger=csv with
+    trainer.log_every_n_steps=1: a row per training step; a resumed process starts the file anew)."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss_total_step")]
+
+
+def assert_resumed_from(run_dir: Path, checkpoint_step: int) -> None:
+    """The resumed process went on from `checkpoint_step`: it trained exactly the steps after it (a
+    resume that started again from scratch would train them all) and wrote over `last.ckpt` (not a
+    `last-v1.ckpt` beside a stale one)."""
+    final_step = read_metrics(run_dir)["global_step"]
+    steps = trained_steps(run_dir)
+    assert len(steps) == final_step - checkpoint_step > 0, (checkpoint_step, final_step, steps)
+    # consecutive from the checkpoint's step; after a checkpoint saved before a batch (SIGTERM) Lightning's
+    # logger step runs one ahead (its restart assumes a save after a batch, and adds one)
+    assert steps == list(range(steps[0], steps[0] + len(steps))), steps
+    assert steps[0] in (checkpoint_step, checkpoint_step + 1), (checkpoint_step, steps)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("last*")) == ["last.ckpt"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from framework_helpers import read_metrics, run_cli, tiny_overrides
+from framework_helpers import assert_resumed_from, read_metrics, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -93,11 +95,15 @@ def test_ddp_evaluation_equals_single_process(trained_run, data_root, tmp_path):
 
 def test_resume_gives_the_uninterrupted_result(trained_run, data_root, tmp_path):
     run_dir = tmp_path / "resumed"
-    overrides = tiny_overrides(data_root)
+    overrides = [*tiny_overrides(data_root), "trainer.log_every_n_steps=1"]
     run_cli("train", [*overrides, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], cwd=data_root.parent)
-    assert read_metrics(run_dir)["epochs"] == 1
+    first = read_metrics(run_dir)
+    assert first["epochs"] == 1 and first["global_step"] > 0
     run_cli("train", [*overrides, "trainer.max_epochs=2", "resume=true", f"hydra.run.dir={run_dir}"],
             cwd=data_root.parent)
+    # only epoch 2 was trained by the resumed process (deterministic training from scratch would also end
+    # with the weights compared below)
+    assert_resumed_from(run_dir, first["global_step"])
     resumed, straight = read_metrics(run_dir), read_metrics(trained_run)
     assert resumed["epochs"] == 2 and resumed["global_step"] == straight["global_step"]
     for key in ("test/spearman", "test/rl2", "test/l2"):
@@ -157,20 +163,59 @@ def test_multirun_with_ddp_leaves_one_sweep_folder(data_root, tmp_path):
     assert len(list(tmp_path.rglob("metrics.json"))) == 2  # no second folder written by rank 1
 
 
-def test_fast_ablation_mode_under_ddp_matches_a_single_process_evaluation(data_root, tmp_path):
-    """The stored-features path on 2 processes (each computes a share, all gather) gives the metrics
-    a single process evaluates from the store the DDP run wrote."""
-    store = tmp_path / "features"
-    overrides = [*tiny_overrides(data_root), "runtime=fast_ablation", f"runtime.feature_cache_dir={store}",
-                 "trainer.max_epochs=1"]
-    run_cli("train", [*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=data_root.parent)
-    assert len(list(store.glob("clip_features-*.pt"))) == 1
-    trained = read_metrics(tmp_path / "ddp")
-    config = (tmp_path / "ddp" / "config.yaml").read_text()
+def _only_store(folder: Path) -> Path:
+    files = list(folder.glob("clip_features-*.pt"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_fast_ablation_mode_under_ddp_matches_a_single_process(data_root, tmp_path):
+    """The stored-features path on 2 processes (each computes a share, all gather, rank 0 writes) writes the
+    store a single process writes, key by key; a DDP run that loads an existing store (rank 0 reads it and
+    broadcasts) trains exactly as the DDP run that computed its features; a single process evaluates the
+    DDP run's checkpoint from the store to the DDP run's test metrics."""
+    base = [*tiny_overrides(data_root), "runtime=fast_ablation", "trainer.max_epochs=1"]
+
+    def train(name: str, trainer: str, store: Path) -> Path:
+        run_cli("train", [*base, f"trainer={trainer}", f"runtime.feature_cache_dir={store}",
+                          f"hydra.run.dir={tmp_path / name}"], cwd=data_root.parent)
+        return tmp_path / name
+
+    ddp = train("ddp", "ddp_cpu", tmp_path / "ddp_store")
+    config = (ddp / "config.yaml").read_text()
     assert "stored_features: true" in config and "trainable: false" in config
+    train("single", "cpu", tmp_path / "single_store")
+    by_ddp = torch.load(_only_store(tmp_path / "ddp_store"), weights_only=True)
+    by_one = torch.load(_only_store(tmp_path / "single_store"), weights_only=True)
+    assert _only_store(tmp_path / "ddp_store").name == _only_store(tmp_path / "single_store").name
+    assert by_ddp["settings"] == by_one["settings"]
+    assert by_ddp["keys"] == by_one["keys"] and len(by_ddp["keys"]) == 12 + 7  # every video, once
+    assert by_ddp["features"].shape == by_one["features"].shape and by_ddp["features"].abs().max() > 0
+    for key, a, b in zip(by_ddp["keys"], by_ddp["features"], by_one["features"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+
+    # an existing store under DDP: a copy of the single process's, read and never written again
+    store = tmp_path / "existing_store" / _only_store(tmp_path / "single_store").name
+    store.parent.mkdir()
+    shutil.copy2(_only_store(tmp_path / "single_store"), store)
+    before = (store.stat().st_mtime_ns, hashlib.sha256(store.read_bytes()).hexdigest())
+    loaded = train("loaded", "ddp_cpu", store.parent)
+    assert _only_store(store.parent) == store
+    assert (store.stat().st_mtime_ns, hashlib.sha256(store.read_bytes()).hexdigest()) == before
+    log = (loaded / "train.log").read_text()
+    assert "clip features of all 19 videos read from" in log and "computing the frozen backbone" not in log
+    trained, again = read_metrics(ddp), read_metrics(loaded)
+    assert again["global_step"] == trained["global_step"] > 0
+    for key in ("test/spearman", "test/rl2", "test/l2"):
+        assert again[key] == pytest.approx(trained[key], rel=1e-5, abs=1e-7), key
+    a, b = _state(ddp / "checkpoints" / "last.ckpt"), _state(loaded / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
     data = [o for o in tiny_overrides(data_root) if o.startswith("data.")]
-    run_cli("eval", [f"ckpt_path={tmp_path / 'ddp' / 'checkpoints' / 'last.ckpt'}", *data, "trainer=cpu",
-                     "runtime=fast_ablation", f"runtime.feature_cache_dir={store}",
+    run_cli("eval", [f"ckpt_path={ddp / 'checkpoints' / 'last.ckpt'}", *data, "trainer=cpu",
+                     "runtime=fast_ablation", f"runtime.feature_cache_dir={tmp_path / 'ddp_store'}",
                      f"hydra.run.dir={tmp_path / 'eval'}"], cwd=data_root.parent)
     evaluated = read_metrics(tmp_path / "eval")
     assert evaluated["test/num_samples"] == trained["test/num_samples"] == 7

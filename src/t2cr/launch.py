@@ -36,11 +36,16 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
     if not parent:
         return
 
+    rank0 = int(parent)
+
+    def gone() -> bool:
+        # launch_local_ranks starts this rank as rank 0's child. A dead rank 0 that its own parent has not
+        # reaped yet still answers kill(pid, 0), but its children are re-parented at its exit.
+        return os.getppid() != rank0
+
     def watch() -> None:
         while True:
-            try:
-                os.kill(int(parent), 0)
-            except ProcessLookupError:
+            if gone():
                 log.error("rank 0 (pid %s) is gone; this rank stops too", parent)
                 os._exit(1)
             time.sleep(poll_s)

@@ -1,0 +1,264 @@
+"""Mutation check of the README's "When something goes wrong" promises: disable each mechanism in a
+temporary copy of `src/` and show that a test guarding it fails.
+
+    python experiments/mutation_check.py                      # every mutant (~30 min on 2 CPU cores)
+    python experiments/mutation_check.py --fast               # only the mutants whose guard tests are fast
+    python experiments/mutation_check.py --only sigterm-save,atomic-write
+    python experiments/mutation_check.py --baseline           # first, every guard test on the unmutated copy
+    python experiments/mutation_check.py --output /tmp/mutation_check_output.txt
+
+Not part of `make test` (most guard tests train in subprocesses). Each mutant is one exact text replacement
+in one file of a fresh copy of `src/` (the working tree is never edited: a mutant whose text is gone from
+the source is reported as "stale", not as survived). The copy comes first on PYTHONPATH, ahead of the
+editable install, for pytest and for every process the tests start; an import check confirms that `t2cr`
+and the mutated module are imported from the copy before the guard tests run (from this repository's
+`tests/`). A mutant is killed when at least one guard test fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LINKED = ("conf", "experiments")  # read through paths relative to the package (t2cr.run.CONF_DIR, ...)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    mechanism: str
+    file: str  # under src/t2cr
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    slow: bool = True
+
+
+REL = "tests/test_reliability.py::"
+MUTANTS = (
+    # ------------------------------------------------------------------ SIGTERM save
+    Mutant("sigterm-save", "SIGTERM save: SaveOnSigterm.on_exception saves nothing", "reliability.py",
+           "            trainer.save_checkpoint(str(self.last_path))  # every rank calls it; rank 0 writes\n",
+           "            pass\n",
+           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+    Mutant("sigterm-stop", "SIGTERM save: the requested stop is never acted on", "reliability.py",
+           "        if stop:\n            # before the batch", "        if False:\n            # before the batch",
+           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+    # ------------------------------------------------------------------ atomic write
+    Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
+           "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"
+           "        os.replace(temporary, path)\n        return size\n",
+           "        write(path)\n        return path.stat().st_size\n",
+           (REL + "test_failed_checkpoint_write_leaves_the_previous_one",
+            "tests/test_io.py::test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary"), slow=False),
+    Mutant("atomic-checkpoint", "atomic write: AtomicCheckpointIO saves in place", "reliability.py",
+           "        atomic_write(path, lambda temporary: torch.save(checkpoint, temporary))\n",
+           "        torch.save(checkpoint, path)\n",
+           (REL + "test_failed_checkpoint_write_leaves_the_previous_one",), slow=False),
+    # ------------------------------------------------------------------ NaN guard
+    Mutant("nan-guard", "NaN guard: check_finite accepts everything", "reliability.py",
+           "    if bool(torch.isfinite(values).all()):\n        return\n", "    return\n",
+           (REL + "test_non_finite_loss_names_step_and_terms",
+            REL + "test_non_finite_loss_stops_and_keeps_last_checkpoint")),
+    # ------------------------------------------------------------------ resume position
+    Mutant("resume-position", "resume position: a mid-epoch resume skips no batch", "reliability.py",
+           "            sampler.skip_batches(self.done)\n", "            pass\n",
+           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+    Mutant("resume-from-scratch", "resume: resume=true silently trains from scratch", "cli/train.py",
+           "trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)",
+           "trainer.fit(module, datamodule=datamodule, ckpt_path=None)",
+           ("tests/test_framework.py::test_resume_gives_the_uninterrupted_result",
+            REL + "test_sigkill_then_resume_matches_the_uninterrupted_run")),
+    # ------------------------------------------------------------------ rank watchdog
+    Mutant("watchdog-rank0", "rank watchdog: rank 0 does not watch the ranks it started", "launch.py",
+           '    """If a child rank dies with an error, end this process too instead of hanging in a collective."""\n',
+           '    """If a child rank dies with an error, end this process too instead of hanging in a collective."""\n'
+           "    return\n",
+           (REL + "test_a_failing_rank_ends_every_rank[1-step]", REL + "test_a_failing_rank_ends_every_rank[1-start]")),
+    Mutant("watchdog-ranks", "rank watchdog: the started ranks do not watch rank 0", "launch.py",
+           "    parent = os.environ.get(PARENT_PID_VAR)\n    if not parent:\n        return\n",
+           "    parent = os.environ.get(PARENT_PID_VAR)\n    return\n",
+           (REL + "test_a_failing_rank_ends_every_rank[0-step]", REL + "test_a_failing_rank_ends_every_rank[0-start]")),
+    # ------------------------------------------------------------------ data check
+    Mutant("data-check", "data check: check_samples finds no problem", "data/check.py",
+           "    return [problem for found in results for problem in found]\n", "    return []\n",
+           ("tests/test_layouts.py::test_missing_frame_refuses_to_start_naming_the_path",
+            "tests/test_layouts.py::test_missing_folder_refuses_to_start_naming_the_path",
+            "tests/test_cache_and_check.py::test_check_without_decode_finds_missing_files_only",
+            "tests/test_cache_and_check.py::test_check_with_decode_finds_the_corrupt_frame"), slow=False),
+    # ------------------------------------------------------------------ issue 19's other tests
+    Mutant("ddp-store-keys", "feature store: DDP gathers features under the wrong video ids", "features.py",
+           "    return (torch.cat([part[:n] for part, n in zip(all_ids, sizes)]),\n",
+           "    return (torch.cat([part[:n] for part, n in zip(all_ids, sizes)]).flip(0),\n",
+           ("tests/test_framework.py::test_fast_ablation_mode_under_ddp_matches_a_single_process",)),
+    Mutant("ddp-store-broadcast", "feature store: a loaded store reaches rank 0 only", "features.py",
+           "    dist.broadcast(features, 0)\n    return ids, features\n",
+           "    dist.broadcast(features, 0)\n    return ids, features if rank == 0 else torch.zeros_like(features)\n",
+           ("tests/test_framework.py::test_fast_ablation_mode_under_ddp_matches_a_single_process",)),
+    Mutant("resize-nearest", "resize: nearest neighbour instead of antialiased bilinear", "data/transforms.py",
+           'mode="bilinear", align_corners=False, antialias=True)', 'mode="nearest")',
+           ("tests/test_cache_and_check.py::test_resize_frames_is_an_antialiased_bilinear_resize_rounded",),
+           slow=False),
+    Mutant("resize-aliased", "resize: bilinear without antialiasing", "data/transforms.py",
+           "antialias=True)", "antialias=False)",
+           ("tests/test_cache_and_check.py::test_resize_frames_is_an_antialiased_bilinear_resize_rounded",),
+           slow=False),
+    Mutant("blur-box", "Gaussian blur: a box kernel", "explain.py",
+           "    kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))\n", "    kernel = torch.ones_like(offsets)\n",
+           ("tests/test_explain.py::test_gaussian_blur",), slow=False),
+    Mutant("blur-zero-edges", "Gaussian blur: zero padding instead of replicated edges", "explain.py",
+           'F.pad(flat, (radius, radius, 0, 0), mode="replicate")', 'F.pad(flat, (radius, radius, 0, 0))',
+           ("tests/test_explain.py::test_gaussian_blur",), slow=False),
+)
+
+
+# ----------------------------------------------------------------------------------------- running
+def make_copy(root: Path) -> Path:
+    """src/ copied (no bytecode), conf/ and experiments/ linked: the layout the package expects."""
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in LINKED:
+        (root / name).symlink_to(REPO / name, target_is_directory=True)
+    return root / "src"
+
+
+def environment(src: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_import(src: Path, module_file: str | None) -> None:
+    """Fail unless `t2cr` (and the mutated module) resolve to the copy under `src`."""
+    module = None if module_file is None else "t2cr." + module_file.removesuffix(".py").replace("/", ".")
+    code = "import importlib, t2cr; print(t2cr.__file__)"
+    if module:
+        code += f"; print(importlib.import_module({module!r}).__file__)"
+    out = subprocess.run([sys.executable, "-c", code], env=environment(src), cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    for path in out:
+        if not Path(path).resolve().is_relative_to(src.resolve()):
+            raise RuntimeError(f"imported {path}, not the copy under {src}")
+
+
+def run_tests(src: Path, tests: tuple[str, ...], basetemp: Path, timeout: float,
+              log: Path) -> tuple[str, list[str], float]:
+    """(status, failing tests, seconds); status: passed | failed | timeout | error (rc). pytest's output
+    goes to `log`."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", f"--basetemp={basetemp}",
+               *tests]
+    start = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO, env=environment(src), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        log.write_text(output)
+        return "timeout", [], time.monotonic() - start
+    seconds = time.monotonic() - start
+    log.write_text(output)
+    failing = [m.group(2) for m in re.finditer(r"^(FAILED|ERROR) (\S+)", output, re.MULTILINE)]
+    if process.returncode == 0:
+        return "passed", [], seconds
+    if process.returncode == 1 and failing:
+        return "failed", failing, seconds
+    sys.stderr.write(output[-4000:])
+    return f"error (rc {process.returncode})", failing, seconds
+
+
+def short(test: str) -> str:
+    return test.split("::", 1)[1] if "::" in test else test
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated mutant names")
+    parser.add_argument("--fast", action="store_true", help="only mutants whose guard tests are fast")
+    parser.add_argument("--baseline", action="store_true", help="run the guard tests on an unmutated copy first")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per mutant")
+    parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--logs", type=Path, help="folder for pytest's output per run (default: a new "
+                        "temporary folder, kept)")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if (not args.fast or not m.slow)]
+    if args.only:
+        names = set(args.only.split(","))
+        unknown = names - {m.name for m in MUTANTS}
+        if unknown:
+            parser.error(f"unknown mutants {sorted(unknown)}; known: {[m.name for m in MUTANTS]}")
+        chosen = [m for m in chosen if m.name in names]
+
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="t2cr-mutation-logs-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    report(f"mutation check of {REPO} ({len(chosen)} mutants), {time.strftime('%Y-%m-%d %H:%M:%S')}; "
+           f"pytest output in {logs}")
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="t2cr-mutants-"))
+    try:
+        if args.baseline:
+            src = make_copy(work / "baseline")
+            check_import(src, None)
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            status, failing, seconds = run_tests(src, tests, work / "baseline" / "pytest", args.timeout,
+                                                 logs / "baseline.txt")
+            report(f"baseline (unmutated copy): {status} in {seconds:.0f} s"
+                   + (f"; failing: {', '.join(map(short, failing))}" if failing else ""))
+        for mutant in chosen:
+            root = work / mutant.name
+            src = make_copy(root)
+            target = src / "t2cr" / mutant.file
+            text = target.read_text()
+            if text.count(mutant.old) != 1:
+                rows.append((mutant, "stale", [], 0.0))
+                report(f"{mutant.name}: STALE (its text occurs {text.count(mutant.old)} times in {mutant.file})")
+                continue
+            target.write_text(text.replace(mutant.old, mutant.new))
+            check_import(src, mutant.file)
+            status, failing, seconds = run_tests(src, mutant.tests, root / "pytest", args.timeout,
+                                                 logs / f"{mutant.name}.txt")
+            verdict = {"failed": "killed", "timeout": "killed (timeout)", "passed": "SURVIVED"}.get(status, status)
+            rows.append((mutant, verdict, failing, seconds))
+            report(f"{mutant.name}: {verdict} in {seconds:.0f} s"
+                   + (f"; failing: {', '.join(map(short, failing))}" if failing else ""))
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    report("")
+    report("| mutant | what it disables | guard tests | failing tests | result |")
+    report("|---|---|---|---|---|")
+    for mutant, verdict, failing, _ in rows:
+        report(f"| {mutant.name} | {mutant.mechanism} | {'<br>'.join(map(short, mutant.tests))} | "
+               f"{'<br>'.join(map(short, failing)) or '-'} | {verdict} |")
+    survived = [m.name for m, verdict, _, _ in rows if not verdict.startswith("killed")]
+    report("")
+    report(f"{len(rows) - len(survived)} of {len(rows)} mutants killed"
+           + (f"; not killed: {', '.join(survived)}" if survived else ""))
+    if args.output:
+        args.output.write_text("\n".join(lines) + "\n")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
