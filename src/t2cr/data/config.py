@@ -84,7 +84,7 @@ class DataConfig:
     name: str = "synthetic"
     format: str = "mtl_aqa"  # annotation reader: t2cr.data.annotations.READERS
     # the folder with the official annotation files; packaged: the copy shipped with t2cr (MTL-AQA, FineDiving,
-    # JIGSAWS: t2cr.data.packaged); AQA-7's come only inside its archive (conf/data/aqa7.yaml requires them)
+    # JIGSAWS: t2cr.data.packaged); AQA-7's come only inside its archive (packaged is refused for it)
     annotations: str = "packaged"
     # required (???): the frames (source=jpeg) or videos (source=video); conf/data/synthetic.yaml points
     # both paths into the generated dataset
