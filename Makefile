@@ -40,7 +40,7 @@ clean:
 # SEEDS=0,1,2,3,4 replaces the seeds; ARGS='...' appends Hydra overrides (e.g. trainer=ddp,
 # hydra/launcher=slurm, data.cache_dir=...); FAST=1 runs the sweep in the fast ablation mode
 # (runtime=fast_ablation: I3D frozen, clip features computed once; a deviation from the paper).
-SWEEPS := table1 table2 table3 table4 table5 table6 table7 table8 table9 table10 table11 fig7_n fig7_k
+SWEEPS := table1 table2 table3 table4 table5 table6 table7 table8 table9 table10 table11 fig7_n fig7_k methods
 
 .PHONY: $(SWEEPS)
 

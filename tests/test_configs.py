@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.losses import LossConfig
+from t2cr.methods import method_of
 from t2cr.models.t2cr import T2CR, T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig
 from t2cr.run import CONF_DIR, build_trainer
@@ -34,11 +35,12 @@ def test_every_option_composes_and_instantiates(group, option):
                 "model.backbone.checkpoint=/weights/model_rgb.pth"]
     cfg = _compose([f"{group}={option}", *required])
     OmegaConf.resolve(cfg)
-    model = to_dataclass(T2CRConfig, cfg.model)
+    # each model option by its method's schema (model.method: t2cr, usdl, musdl, core)
+    model = to_dataclass(method_of(cfg.model).config, cfg.model)
     to_dataclass(LossConfig, cfg.loss)
     to_dataclass(OptimConfig, cfg.optim)
     to_dataclass(DataConfig, cfg.data)
-    build_clip_plans(model.clips, model.two_path)
+    build_clip_plans(model.clips, getattr(model, "two_path", False))
     if group == "trainer" and cfg.trainer.accelerator in ("cpu", "auto"):
         trainer = build_trainer(cfg, logger=False, callbacks=[], run_dir=Path("/tmp"))
         assert trainer.max_epochs == cfg.trainer.max_epochs

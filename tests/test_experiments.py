@@ -23,6 +23,7 @@ from t2cr import tables
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.losses import LossConfig
+from t2cr.methods import method_of
 from t2cr.metrics import fisher_z_mean
 from t2cr.models.t2cr import T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig
@@ -99,6 +100,8 @@ SWEEPS: dict[str, tuple[str, int, str, list[str] | str]] = {
     "table11": ("table11", 4, "aqa7", [f"table11/{r}" for r in TABLE11]),
     "fig7_n": ("fig7", 8, "aqa7", "aqa7_diving"),
     "fig7_k": ("fig7", 10, "aqa7", "aqa7_diving"),
+    # T2CR, USDL, MUSDL, CoRe at their papers' settings (conf/paper_method), rows by model.method
+    "methods": ("methods_mtl_aqa_dd", 4, "mtl_aqa_dd", "mtl_aqa_dd"),
 }
 # the row of the paper's table that each setting's runs fill (where the setting, not a swept model key,
 # selects the row)
@@ -124,13 +127,14 @@ def compose_train(*overrides: str):
 
 def instantiate(cfg) -> tuple[T2CRConfig, LossConfig, DataConfig, OptimConfig]:
     OmegaConf.resolve(cfg)
-    model = to_dataclass(T2CRConfig, cfg.model)
+    model = to_dataclass(method_of(cfg.model).config, cfg.model)  # each method by its own schema
     loss = to_dataclass(LossConfig, cfg.loss)
     data = to_dataclass(DataConfig, cfg.data)
     optim = to_dataclass(OptimConfig, cfg.optim)
-    base, aux = build_clip_plans(model.clips, model.two_path)
+    two_path = getattr(model, "two_path", False)  # the baselines have one path
+    base, aux = build_clip_plans(model.clips, two_path)
     assert base.num_clips == data.num_clips
-    if model.two_path:
+    if two_path:
         assert aux is not None
     return model, loss, data, optim
 

@@ -175,6 +175,10 @@ def _same_result(a: Path, b: Path) -> None:
     assert ma["global_step"] == mb["global_step"]
     for key in ("test/spearman", "test/rl2", "test/l2"):
         assert ma[key] == pytest.approx(mb[key], rel=1e-6), key
+    # the learning curve of a resumed run includes the epochs validated before the stop
+    assert [p["epoch"] for p in ma["curve"]] == [p["epoch"] for p in mb["curve"]], (ma["curve"], mb["curve"])
+    for pa, pb in zip(ma["curve"], mb["curve"]):
+        assert pa["val/spearman"] == pytest.approx(pb["val/spearman"], rel=1e-6, nan_ok=True), (pa, pb)
     sa = torch.load(a / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     sb = torch.load(b / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert sa.keys() == sb.keys()
@@ -197,11 +201,13 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(data_root, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resumes_exactly(data_root, tmp_path):
     epochs = 4
-    straight = _uninterrupted(data_root, tmp_path, epochs)
+    every_epoch = ("trainer.check_val_every_n_epoch=1",)  # a validated epoch before the stop, for the curve
+    straight = _uninterrupted(data_root, tmp_path, epochs, every_epoch)
     steps_per_epoch = read_metrics(straight)["global_step"] // epochs
-    resumed, code = _interrupted(data_root, tmp_path, epochs, sig=signal.SIGTERM)
+    resumed, code = _interrupted(data_root, tmp_path, epochs, signal.SIGTERM, every_epoch)
     assert code == 0  # saved and exited cleanly
     _assert_mid_epoch(_interruption(resumed), steps_per_epoch)
+    assert [p["epoch"] for p in read_metrics(resumed)["curve"]] == [0, 1, 2, 3]
     _same_result(resumed, straight)
 
 

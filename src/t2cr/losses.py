@@ -448,7 +448,10 @@ class T2CRLoss(nn.Module):
         self.gather = gather  # batch-coupled terms (NT-Xent*) see the global batch through it under DDP
 
     def forward(self, output, query_score: Tensor, exemplar_score: Tensor,
-                query_label: Tensor | None = None, exemplar_label: Tensor | None = None) -> dict[str, Tensor]:
+                query_label: Tensor | None = None, exemplar_label: Tensor | None = None,
+                query_judges: Tensor | None = None, exemplar_judges: Tensor | None = None) -> dict[str, Tensor]:
+        """The weighted terms and their "total". Per-judge scores (`*_judges`, for MUSDL's loss, which shares
+        this signature) are not used by T2CR."""
         cfg = self.config
         q, e = output.query, output.exemplar
         terms: dict[str, Tensor] = {}

@@ -21,8 +21,8 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from t2cr import metrics
 from t2cr.config import to_dataclass
 from t2cr.distributed import gather_batch
-from t2cr.losses import LossConfig, T2CRLoss
-from t2cr.models.t2cr import T2CR, T2CRConfig
+from t2cr.losses import LossConfig
+from t2cr.methods import method_of
 from t2cr.reliability import check_finite
 
 if TYPE_CHECKING:
@@ -43,6 +43,13 @@ class OptimConfig:
     backbone_lr: float = 1e-4  # Sec. 4.3
     head_lr: float = 1e-3
     weight_decay: float = 0.0
+    # "constant" (the paper) or "cosine": both rates decay to 0 over trainer.max_epochs, stepped once per epoch
+    # (ours, for short runs from scratch whose last epoch should be their best, not a swing of a high rate)
+    lr_schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.lr_schedule is {self.lr_schedule!r}; expected 'constant' or 'cosine'")
 
 
 @dataclass
@@ -81,7 +88,9 @@ class T2CRModule(pl.LightningModule):
                                    "runtime": runtime, "run": None if run is None else dict(run)})
         if weights_from_checkpoint:
             model = {**model, "backbone": {**model["backbone"], "checkpoint": None, "random_init": True}}
-        self.model_config = to_dataclass(T2CRConfig, model)
+        # the method (model.method: t2cr | usdl | musdl | core) gives the schema, the nn.Module and the loss
+        method = method_of(model)
+        self.model_config = to_dataclass(method.config, model)
         self.loss_config = to_dataclass(LossConfig, loss)
         # a module exists only when a loss or the score uses it: DDP refuses parameters without a
         # gradient, and a classifier nothing trains is no part of the experiment (Table 7 "Cross-Entropy")
@@ -91,7 +100,7 @@ class T2CRModule(pl.LightningModule):
         if self.runtime.stored_features and self.model_config.backbone.trainable:
             raise ValueError("runtime.stored_features=true needs a frozen backbone: set model.backbone.trainable=false "
                              "(runtime=fast_ablation sets both)")
-        self.model = T2CR(self.model_config)
+        self.model = method.model(self.model_config)
         if self.runtime.channels_last:
             self.model.use_channels_last()
         if self.runtime.compile:
@@ -100,7 +109,7 @@ class T2CRModule(pl.LightningModule):
         # loops, fast ablation mode); None: the batches carry frames
         self.features: FeatureTable | None = None
         self.feature_passes = 0  # videos this process ran through the backbone to fill `features`
-        self.criterion = T2CRLoss(self.loss_config, gather=gather_batch)
+        self.criterion = method.loss(self.loss_config, self.model, gather_batch)
         self._outputs: dict[str, list[dict[str, float]]] = {"val": [], "test": []}
         self.predictions: dict[str, list[dict[str, float]]] = {}  # last epoch's rows per split
         self.metrics: dict[str, dict[str, float]] = {}  # last epoch's metrics per split
@@ -126,6 +135,10 @@ class T2CRModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         self._check_same_config()
+        if stage == "fit" and self._trainer is not None and self.trainer.datamodule is not None:
+            # statistics of the training data a method needs before its first step (CoRe's groups), or its
+            # refusal of data it cannot use (MUSDL without judge scores); nothing for T2CR
+            self.model.prepare(self.trainer.datamodule)
 
     def _check_same_config(self) -> None:
         """Refuse to run when the processes of a DDP job hold different configurations (every process sees
@@ -151,10 +164,14 @@ class T2CRModule(pl.LightningModule):
     # --------------------------------------------------------------------------------- training
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one training batch (this process's share of the global batch)."""
+        scores = ({"query_score": batch["query_score"], "exemplar_score": batch["exemplar_score"]}
+                  if self.model.pair_reads_scores else {})
         output = self.model(self._videos(batch, "query"), self._videos(batch, "exemplar"),
-                            self_difference=self.loss_config.use_self_reg)
+                            self_difference=self.loss_config.use_self_reg, **scores)
+        # per-judge scores travel only where the data has them (MUSDL reads them)
+        judges = {key: batch[key] for key in ("query_judges", "exemplar_judges") if key in batch}
         return self.criterion(output, batch["query_score"], batch["exemplar_score"],
-                              batch["query_label"], batch["exemplar_label"])
+                              batch["query_label"], batch["exemplar_label"], **judges)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
@@ -170,9 +187,13 @@ class T2CRModule(pl.LightningModule):
                      prog_bar=name == "total")
         return terms["total"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         groups = self.model.parameter_groups(self.optim_config.backbone_lr, self.optim_config.head_lr)
-        return torch.optim.Adam(groups, weight_decay=self.optim_config.weight_decay)
+        optimizer = torch.optim.Adam(groups, weight_decay=self.optim_config.weight_decay)
+        if self.optim_config.lr_schedule == "constant":
+            return optimizer
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
 
     # ------------------------------------------------------------------------------- evaluation
     def predict_votes(self, batch: dict[str, torch.Tensor]):

@@ -109,8 +109,36 @@ class BestOfValidatedEpochs(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
 
 
+class ValidationCurve(Callback):
+    """The learning curve: every validated epoch's ranking metrics, in order, kept across a resume.
+
+    The best epoch alone does not say whether a model learns; metrics.json and the run summary show the
+    whole curve. Its state travels in the checkpoints, so a resumed run reports the epochs before the stop.
+    """
+
+    KEYS = ("val/spearman", "val/spearman_model_space")
+
+    def __init__(self) -> None:
+        self.points: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        point = {"epoch": trainer.current_epoch}
+        point.update({k: float(trainer.callback_metrics[k]) for k in self.KEYS if k in trainer.callback_metrics})
+        # a resumed run validates its first epoch again only if that epoch had not finished
+        self.points = [p for p in self.points if p["epoch"] != point["epoch"]] + [point]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": [dict(p) for p in self.points]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.points = [dict(p) for p in state_dict.get("points", [])]
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, ModelCheckpoint]:
-    """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM save, progress bar.
+    """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM save, the learning
+    curve, progress bar.
 
     Both checkpoints are written at the end of the training epoch (after its validation): one saved at
     validation end records an unfinished epoch, which a resume would train again.
@@ -122,7 +150,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
         save_on_train_epoch_end=True,
     )
     last = LastEveryEpoch(directory)
-    callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt"), ResumePosition()]
+    callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt"), ResumePosition(),
+                                  ValidationCurve()]
     progress = cfg.callbacks.progress
     if progress == "rich":
         callbacks.append(RichProgressBar())
@@ -154,10 +183,12 @@ def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_d
 
 
 def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[str]) -> None:
-    lines = ["key,index,true,pred,direct,contrastive"]
+    """One row per query: true and predicted score, the prediction's direct and contrastive parts, and the
+    score's scale (DD where the model predicts score / DD, else 1): dividing by it gives the model's own space."""
+    lines = ["key,index,true,pred,direct,contrastive,scale"]
     for row in rows:
         lines.append(f"{keys[row['index']]},{row['index']},{row['true']:.6f},{row['pred']:.6f},"
-                     f"{row['direct']:.6f},{row['contrastive']:.6f}")
+                     f"{row['direct']:.6f},{row['contrastive']:.6f},{row['scale']:g}")
     write_text(path, "\n".join(lines) + "\n")
 
 

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from t2cr.data.config import DataConfig
 from t2cr.data.transforms import TransformConfig
 from t2cr.losses import LossConfig
+from t2cr.methods import METHODS
 from t2cr.models.t2cr import T2CRConfig
 from t2cr.module import OptimConfig, RuntimeConfig
 
@@ -29,6 +30,10 @@ SCHEMAS: dict[str, type] = {
     # own file sets a transform) resets every field to the schema's before the option's own values
     "data/transform": TransformConfig,
 }
+# the other methods' model schemas (t2cr.methods), stored as model/schema_<method>: conf/model/<method>.yaml
+# starts with `defaults: [schema_<method>, _self_]` (T2CR's is `schema`, above)
+METHOD_SCHEMAS: dict[str, type] = {f"schema_{name}": method.config for name, method in METHODS.items()
+                                   if name != "t2cr"}
 
 
 def register() -> None:
@@ -36,6 +41,8 @@ def register() -> None:
     store = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         store.store(group=group, name=SCHEMA_NAME, node=schema)
+    for name, schema in METHOD_SCHEMAS.items():
+        store.store(group="model", name=name, node=schema)
 
 
 register()

@@ -129,6 +129,13 @@ def show(value: Any) -> str:
     return json.dumps(_normalise(value))
 
 
+# config keys some runs do not record, with the value those runs had: model.method (issue 16) names the
+# baselines (model=usdl, musdl, core); T2CR's config has no such key (its runs and checkpoints stay as they
+# were), so a run without it trained T2CR and a methods table places it in T2CR's row
+METHOD_KEY = "model.method"
+ADDED_KEYS: dict[str, Any] = {METHOD_KEY: "t2cr"}
+
+
 @dataclass
 class Run:
     """One job folder: its configuration and metrics (None when absent / unreadable)."""
@@ -141,7 +148,10 @@ class Run:
     choices: dict[str, Any] = field(default_factory=dict)  # Hydra's config group choices (.hydra/hydra.yaml)
 
     def get(self, key: str) -> Any:
-        return get_key(self.config, key)
+        value = get_key(self.config, key)
+        if value is _MISSING and self.config is not None and key in ADDED_KEYS:
+            return ADDED_KEYS[key]
+        return value
 
     def choice(self, group: str) -> str | None:
         """The option of a config group the run used (experiment, data), from Hydra's record or the overrides."""
@@ -930,6 +940,10 @@ def infer_table(runs: Sequence[Run], paper: dict[str, Any]) -> tuple[str, str]:
     if not usable:
         raise ValueError("no run with a readable config.yaml")
     varying = {k for k in _known_keys(paper) if len({canon(r.get(k)) for r in usable}) > 1}
+    if METHOD_KEY in varying:
+        # runs of different methods differ in every model key of their own schemas (a USDL run has no
+        # model.decoder): those differences come with the method, the sweep varies the method
+        varying = {k for k in varying if k == METHOD_KEY or not k.startswith("model.")}
     candidates = []
     for name, spec in paper["tables"].items():
         if spec.get("rows") is None:

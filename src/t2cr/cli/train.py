@@ -29,6 +29,7 @@ from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
 from t2cr.run import (
     CONF_DIR,
+    ValidationCurve,
     build_callbacks,
     build_datamodule,
     build_logger,
@@ -135,6 +136,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
     module.group_names = list(datamodule.groups)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    # read now: testing the best checkpoint below restores the callbacks' state as of that epoch
+    curve = list(next(c for c in callbacks if isinstance(c, ValidationCurve)).points)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results: dict[str, Any] = dict(module.metrics.get("test", {}))
     last_rows = module.predictions.get("test", [])
@@ -155,6 +158,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
         "best/val/spearman": module.best.get("val/spearman"),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        # model-space and plain Spearman of every validated epoch: whether the model learns, not only its best
+        "curve": curve,
         "last_checkpoint": str(last_path) if last_path else None,
         "best_checkpoint": str(best_path) if best_path else None,
         # found / dropped / kept per official split: t2cr-tables labels a run that dropped samples
@@ -215,6 +220,11 @@ def _print_summary(run_dir: Path, results: dict[str, Any]) -> None:
         if "best/test/spearman_model_space" in results:
             line += f", model space {results['best/test/spearman_model_space']:.4f}"
     print(line)
+    curve = results.get("curve") or []
+    key = "val/spearman_model_space" if any("val/spearman_model_space" in p for p in curve) else "val/spearman"
+    if curve:
+        print(f"learning curve ({key} by epoch): "
+              + "  ".join(f"{p['epoch']}: {p[key]:.3f}" for p in curve if key in p))
 
     def mtime(path: Path) -> float | None:
         try:

@@ -157,6 +157,17 @@ def items(value: object, where: Where, what: str, length: int | None = None) -> 
     return value  # type: ignore[return-value]
 
 
+JUDGE_MARKS = Bounds(0.0, 10.0)  # a diving judge's mark
+
+
+def judge_marks(value: object, where: Where, field: str = "judge_scores") -> tuple[float, ...]:
+    """Per-judge marks: a non-empty sequence of numbers in 0..10."""
+    marks = items(value, where, f"a list of {field}")
+    if len(marks) == 0:
+        raise where.error(f"{field} is empty; expected each judge's mark")
+    return tuple(number(mark, where, f"{field}[{i}]", JUDGE_MARKS) for i, mark in enumerate(marks))
+
+
 def record(entry: object, where: Where, needed: Sequence[str], what: str) -> Mapping:
     """A dict entry holding the fields `needed` (a mapping of another format is refused with a hint)."""
     if not isinstance(entry, Mapping):

@@ -17,6 +17,7 @@ from t2cr.data.annotation_checks import (
     check_splits,
     frame_range,
     integer,
+    judge_marks,
     pair,
     record,
     require_keys,
@@ -79,10 +80,12 @@ def _mtl_sample(key: tuple[int, int], entry: object, where: Where) -> Sample:
     event = key[0]
     score, difficulty = score_and_difficulty(fields["final_score"], fields["difficulty"], where,
                                              MTL_AQA_RULES, ("final_score", "difficulty"))
+    # optional: the judges' marks (MUSDL's targets); annotation files without them still read
+    judges = judge_marks(fields["judge_scores"], where) if fields.get("judge_scores") is not None else None
     return Sample(
         key=key, score=score, difficulty=difficulty,
         action_type=text(fields["dive_number"], where, "dive_number"), frames=f"{event:02d}",
-        start_frame=start, end_frame=end,
+        start_frame=start, end_frame=end, judge_scores=judges,
     )
 
 

@@ -147,10 +147,11 @@ class PairTrainDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], pools: ExemplarPools, reader: SampleReader,
                  labels: dict[str, int], scores: ScoreSpace, seed: int, video_ids: dict[str, int],
-                 with_frames: bool = True) -> None:
+                 with_frames: bool = True, with_judges: bool = False) -> None:
+        """with_judges: items carry query_judges / exemplar_judges (every sample has judge scores)."""
         self.samples, self.pools, self.reader = list(samples), pools, reader
         self.labels, self.scores, self.seed = labels, scores, seed
-        self.video_ids, self.with_frames = video_ids, with_frames
+        self.video_ids, self.with_frames, self.with_judges = video_ids, with_frames, with_judges
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -168,6 +169,9 @@ class PairTrainDataset(Dataset):
             "query_video": self.video_ids[query.key_str], "exemplar_video": self.video_ids[exemplar.key_str],
             "index": index,
         }
+        if self.with_judges:
+            item["query_judges"] = torch.tensor(query.judge_scores, dtype=torch.float32)
+            item["exemplar_judges"] = torch.tensor(exemplar.judge_scores, dtype=torch.float32)
         if self.with_frames:
             add_frames(item, "query", [self.reader.read_raw(query, rng)], stacked=False)
             add_frames(item, "exemplar", [self.reader.read_raw(exemplar, rng)], stacked=False)
@@ -465,10 +469,34 @@ class PairDataModule(pl.LightningDataModule):
             drop_last=False, collate_fn=self._collate(self._normalise_in_workers()),
         )
 
+    @property
+    def has_judge_scores(self) -> bool:
+        """Every training sample (and exemplar) lists the same number of per-judge scores: the batches carry them."""
+        self.setup()
+        counts = {None if s.judge_scores is None else len(s.judge_scores) for s in self.pools.train}
+        return len(counts) == 1 and None not in counts
+
+    @property
+    def num_judges(self) -> int | None:
+        """Judges per sample where the batches carry judge scores, else None."""
+        return len(self.pools.train[0].judge_scores) if self.has_judge_scores else None
+
+    def training_score_differences(self) -> list[float]:
+        """|target difference| of every two training samples that share an exemplar pool (model score space):
+        the pairs training can draw, from which CoRe builds its groups."""
+        self.setup()
+        targets = [self.scores.target(s) for s in self.pools.train]
+        differences = []
+        for members in self.pools.pools.values():
+            values = [targets[i] for i in members]
+            differences += [abs(a - b) for i, a in enumerate(values) for b in values[i + 1:]]
+        return differences
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = PairTrainDataset(self._splits["train"], self.pools, self.reader, self.labels, self.scores,
-                                   self.config.seed, self.video_ids, self.frames_in["train"])
+                                   self.config.seed, self.video_ids, self.frames_in["train"],
+                                   with_judges=self.has_judge_scores)
         return self._loader(dataset, self._per_process(self.config.batch_size, "batch_size"), True,
                             workers=None if self.frames_in["train"] else 0)
 

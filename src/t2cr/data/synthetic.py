@@ -10,15 +10,27 @@ on a parabola while somersaulting, comes out of the somersault and enters the wa
 * The action type (dive number) fixes the number of somersaults, their direction, the body position
   (tuck or pike) and the degree of difficulty (DD); see `ACTION_TYPES`.
 * The execution depends on the motion only: (a) the steadiness of the somersaults (irregular angular
-  speed and a wobble), (b) the deviation of the body from vertical at the entry, (c) the size of the
-  splash. Each error is drawn uniformly in [0, 1], independently of the action type, so execution
-  varies as widely inside each DD pool as over the whole dataset:
+  speed, a wobble, and a tuck / pike held open), (b) the deviation of the body from vertical at the
+  entry, which also throws a flat sheet of water to the feet's side, (c) the size of the splash. Each
+  error is drawn uniformly in [0, 1], independently of the action type, so execution varies as widely
+  inside each DD pool as over the whole dataset:
 
       execution = 9.8 - 1.8 * steadiness_error - 2.4 * entry_error - 2.8 * splash_error   (in [2.8, 9.8])
 
 * `num_judges` judges score `clip(round_half(execution + judge bias + noise), 0, 10)` (bias sd 0.15
   per judge, noise sd 0.35 per score); as in MTL-AQA, final_score = DD * (sum of the middle three
   judges' scores after the highest and lowest (num_judges - 3) / 2 are dropped).
+* Every error stays visible at the default run's small scale (32 frames of 32 x 32 pixels; version 3
+  of the generator):
+  - the figure is a quarter of the frame's height long;
+  - the somersaults end at 76 % of the flight and the entry angle is complete at 80 %, so the body
+    holds that angle for the last fifth of the flight and through the entry (with 32 frames: 4.5
+    frames of flight on average instead of 2.4 in version 2, 9.3 counting those entering the water
+    instead of 6.6);
+  - the angle reaches 50 degrees (was 40) and throws a sheet of water up to 0.3 of the frame's width;
+  - the wobble stops with the somersaults, so that it does not blur that angle;
+  - the open position makes the figure longer in every frame of the somersaults: an irregular angular
+    speed alone is lost between frames that rotate by up to 90 degrees.
 * Nuisances that do not enter the score: a per-event and per-dive background tint, the body colour
   shade, a horizontal camera offset, the take-off time, the flight duration, the horizontal travel and
   the height of the jump.
@@ -66,7 +78,7 @@ TRUTH_FILE = "synthetic_truth.json"
 MANIFEST_FILE = "manifest.json"
 GENERATOR = "t2cr.data.synthetic"
 # bump whenever the rendering or the score model changes, so that stale datasets are regenerated
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PICKLE_PROTOCOL = 4
 
 # MTL-AQA's class codes: position is the dive number's letter (A straight, B pike, C tuck, D free)
@@ -119,12 +131,14 @@ _PLATFORM_TOP = 0.36
 _PLATFORM_EDGE = 0.30
 _PLATFORM_THICK = 0.035
 _TOWER_X = 0.07
-_BODY_LEN = 0.21
-_BODY_R = 0.04
-_HEAD_R = 0.05
-_MAX_ENTRY_DEG = 40.0
+_BODY_LEN = 0.25
+_BODY_R = 0.045
+_HEAD_R = 0.055
+_MAX_ENTRY_DEG = 50.0
 _MAX_WOBBLE_DEG = 30.0
-_ROT_START, _ROT_END = 0.04, 0.88  # part of the flight (0 take-off, 1 entry) spent somersaulting
+_ROT_START, _ROT_END = 0.04, 0.76  # part of the flight (0 take-off, 1 entry) spent somersaulting
+_TILT_START, _TILT_END = 0.5, 0.8  # the entry angle builds up here and is held to (and through) the entry
+_MAX_OPENING = 0.8  # an unsteady diver's tuck / pike is held open by up to this part of the way to straight
 _COMPACTION = {"tuck": 0.55, "pike": 0.7, "straight": 1.0, "free": 0.8}
 
 _WALL_TOP = np.array([120.0, 135.0, 160.0])
@@ -362,6 +376,7 @@ class _DivePlan:
     compaction: np.ndarray
     entry_frame: int
     entry_x: float
+    slap: float  # entry angle / its maximum: the sheet of water an entry off vertical throws to the feet's side
     droplets: np.ndarray  # (n, 2): horizontal and vertical launch speeds
 
 
@@ -386,15 +401,18 @@ def _plan_dive(config: SyntheticConfig, truth: dict[str, Any]) -> _DivePlan:
 
     f1, f2 = rng.uniform(2.0, 4.0), rng.uniform(4.0, 7.0)
     p1, p2 = rng.uniform(0.0, 2 * np.pi, size=2)
-    window = np.sin(np.pi * np.clip(u / 0.9, 0.0, 1.0))
+    window = np.sin(np.pi * np.clip(u / _ROT_END, 0.0, 1.0))  # while somersaulting: the line-up is still
     wobble = (jitter * _MAX_WOBBLE_DEG * window
               * (np.sin(2 * np.pi * f1 * u + p1) + 0.5 * np.sin(2 * np.pi * f2 * u + p2)) / 1.5)
-    tilt = truth["entry_angle_deg"] * _smoothstep((u - 0.55) / 0.45)
+    tilt = truth["entry_angle_deg"] * _smoothstep((u - _TILT_START) / (_TILT_END - _TILT_START))
     phi = truth["direction"] * 360.0 * truth["rotations"] * progress + wobble + tilt
 
     tight = _COMPACTION[truth["position"]]
-    fold = _smoothstep(u / 0.12) * (1.0 - _smoothstep((u - 0.7) / 0.15))
-    compaction = 1.0 - (1.0 - tight) * fold
+    fold = _smoothstep(u / 0.12) * (1.0 - _smoothstep((u - 0.62) / 0.14))
+    # an unsteady somersault is also a loose one: the tuck / pike is held open (and not evenly), which shows
+    # in every frame as the figure's length, not only in the angle from one frame to the next
+    opening = jitter * _MAX_OPENING * rng.uniform(0.7, 1.0, size=T)
+    compaction = 1.0 - (1.0 - tight) * fold * (1.0 - opening)
 
     x0 = _PLATFORM_EDGE + nuisance["x_offset"] - 0.02
     y0 = _PLATFORM_TOP - _BODY_LEN / 2
@@ -410,7 +428,8 @@ def _plan_dive(config: SyntheticConfig, truth: dict[str, Any]) -> _DivePlan:
     n_drops = 2 + round(8 * size)
     droplets = np.stack([rng.uniform(-1.0, 1.0, n_drops) * 0.10 * size,
                          rng.uniform(0.6, 1.0, n_drops) * 0.35 * size], axis=1)
-    return _DivePlan(cx, cy, phi, compaction, t0 + flight, float(x1), droplets)
+    slap = truth["entry_angle_deg"] / _MAX_ENTRY_DEG
+    return _DivePlan(cx, cy, phi, compaction, t0 + flight, float(x1), slap, droplets)
 
 
 def _draw_figure(image: np.ndarray, canvas: _Canvas, cx: float, cy: float, phi: float, compaction: float,
@@ -440,6 +459,14 @@ def _draw_splash(image: np.ndarray, canvas: _Canvas, plan: _DivePlan, frame: int
     foam_alpha = 0.75 * math.sqrt(size) * math.exp(-tau / (0.2 * T))
     foam = canvas.ellipse((ex, water_px), (0.04 + 0.12 * size) * w, 0.035 * h) * below
     _blend(image, foam * foam_alpha, _SPLASH)
+    # an entry off vertical slaps the water: a flat sheet thrown to the feet's side, as long as the angle
+    # is large, fading like the foam (independent of the splash size)
+    if plan.slap:
+        length = 0.3 * abs(plan.slap) * w
+        side = math.copysign(1.0, plan.slap)
+        sheet = canvas.ellipse((ex + side * 0.5 * length, water_px - 0.015 * h), max(0.6, 0.5 * length),
+                               max(0.6, 0.04 * h))
+        _blend(image, sheet * 0.9 * math.exp(-tau / (0.2 * T)), _SPLASH)
     # the plume: rises within a few frames, then collapses
     x = (tau + 1.0) / max(1.0, 0.07 * T)
     envelope = x * math.exp(1.0 - x)

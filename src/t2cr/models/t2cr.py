@@ -19,7 +19,8 @@ from torch import nn
 
 from t2cr.config_checks import require_integer, require_number
 from t2cr.models.attention import TargetAwareAttention
-from t2cr.models.backbones import BackboneConfig, build_backbone
+from t2cr.models.backbones import BackboneConfig
+from t2cr.models.base import ClipModel
 from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.decoder import DifferenceTransformer, FeatureSubtraction
 from t2cr.models.heads import ActionClassifier, ScoreRegressor
@@ -213,24 +214,17 @@ class VoteOutput:
     deltas: torch.Tensor  # (B, K) difference score against each exemplar
 
 
-class T2CR(nn.Module):
+class T2CR(ClipModel):
+    """T2CR (the paper, Sec. 3): target-aware attention, two paths, difference transformer, K-exemplar voting."""
+
     def __init__(self, config: T2CRConfig, backbone: nn.Module | None = None) -> None:
-        super().__init__()
-        self.config = config
         check_model_config(config)
         if config.action_classifier and config.num_action_types < 2:
             raise ValueError("model.action_classifier is on but model.num_action_types is "
                              f"{config.num_action_types}; set it from the data or turn the classifier off")
-        self.base_plan, self.aux_plan = build_clip_plans(config.clips, config.two_path)
-        indices = [self.base_plan.frame_indices()]
-        if self.aux_plan is not None:
-            indices.append(self.aux_plan.frame_indices())
-        self.register_buffer("clip_frame_indices", torch.cat(indices), persistent=False)
-
-        self.backbone = backbone if backbone is not None else build_backbone(config.backbone)
-        if not config.backbone.trainable:
-            self.backbone.requires_grad_(False)
-        self.channels_last = False  # use_channels_last(): a layout choice, not part of the model
+        # the backbone and clip plans (ClipModel), then the heads: the same construction order, so the same
+        # initial weights for a seed, as before the base class existed
+        super().__init__(config, backbone, two_path=config.two_path)
         feature_dim, d = config.backbone.feature_dim, config.latent_dim
         self.attention = TargetAwareAttention(
             feature_dim, config.hidden_dim, d, config.attention.feature_first, config.attention.clip,
@@ -252,56 +246,6 @@ class T2CR(nn.Module):
         self.direct_regressor = (ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
                                  if config.direct_regression and not config.shared_regressor else None)
         self.classifier = (ActionClassifier(d, config.num_action_types) if config.action_classifier else None)
-
-    # ----------------------------------------------------------------------------------- backbone
-    @property
-    def num_base_clips(self) -> int:
-        return self.base_plan.num_clips
-
-    def use_channels_last(self) -> None:
-        """Backbone weights and clips in channels-last 3D layout (same numbers, faster on some GPUs)."""
-        self.backbone.to(memory_format=torch.channels_last_3d)
-        self.channels_last = True
-
-    @property
-    def num_clips(self) -> int:
-        """Clips per video over both paths (M + N): the rows of a stored clip-feature tensor."""
-        return int(self.clip_frame_indices.shape[0])
-
-    def clip_features(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Videos (V, 3, T, H, W) through the backbone, or stored clip features (V, M + N, F) split by path."""
-        if inputs.dim() == 5:
-            inputs = self.video_clip_features(inputs)
-        if inputs.dim() != 3 or inputs.shape[1] != self.num_clips:
-            raise ValueError(f"expected videos (V, 3, T, H, W) or clip features (V, {self.num_clips}, F), "
-                             f"got shape {tuple(inputs.shape)}")
-        m = self.base_plan.num_clips
-        return inputs[:, :m], (inputs[:, m:] if self.aux_plan is not None else None)
-
-    def extract_clip_features(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Videos (V, 3, T, H, W) -> base (V, M, F) and auxiliary (V, N, F) clip features."""
-        return self.clip_features(self.video_clip_features(videos))
-
-    def video_clip_features(self, videos: torch.Tensor) -> torch.Tensor:
-        """Videos (V, 3, T, H, W) -> clip features (V, M + N, F), base path first; what a feature store keeps.
-
-        All clips of all videos go through the backbone in one batched call.
-        """
-        if videos.dim() != 5:
-            raise ValueError(f"videos must be (V, 3, T, H, W), got shape {tuple(videos.shape)}")
-        num_frames = videos.shape[2]
-        needed = self.base_plan.frames_needed if self.aux_plan is None else max(
-            self.base_plan.frames_needed, self.aux_plan.frames_needed)
-        if num_frames < needed:
-            raise ValueError(f"the clip plan needs {needed} frames per video, the batch has {num_frames}; "
-                             "check model.clips against the data's frame count")
-        v, c, _, h, w = videos.shape
-        clips = videos[:, :, self.clip_frame_indices]  # (V, 3, clips, L, H, W)
-        num_clips, length = self.clip_frame_indices.shape
-        clips = clips.permute(0, 2, 1, 3, 4, 5).reshape(v * num_clips, c, length, h, w)
-        if self.channels_last:
-            clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        return self.backbone(clips).reshape(v, num_clips, -1)
 
     # ------------------------------------------------------------------------------------- heads
     @heads_in_fp32
@@ -392,12 +336,3 @@ class T2CR(nn.Module):
             contrastive = (votes * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
         score = contrastive if query.direct is None else (query.direct + contrastive) / 2
         return VoteOutput(score=score, direct=query.direct, contrastive=contrastive, deltas=deltas)
-
-    # ----------------------------------------------------------------------------- optimisation
-    def parameter_groups(self, backbone_lr: float = 1e-4, head_lr: float = 1e-3) -> list[dict]:
-        """Adam groups of the paper: I3D at 1e-4, everything else at 1e-3."""
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        heads = [p for p in self.parameters() if id(p) not in backbone_ids and p.requires_grad]
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        return [{"params": backbone, "lr": backbone_lr, "name": "backbone"},
-                {"params": heads, "lr": head_lr, "name": "heads"}]
