@@ -150,8 +150,11 @@ def test_tree_loss_by_hand():
     target = torch.tensor([0.0, 0.5, 0.5])
     nll, reg = tree_loss(log_p, positions, group, target)
     assert nll.item() == pytest.approx(-(math.log(0.5) + math.log(0.8) + math.log(0.9)) / 3)
-    # leaf 0: mean of 0.2^2 and 0.1^2; leaf 1: 0.2^2; summed over the leaves (the other leaves' outputs unused)
-    assert reg.item() == pytest.approx((0.04 + 0.01) / 2 + 0.04)
+    # the true leaf's error per pair: 0.2, 0.1, 0.2 (the other leaves' outputs unused), squared and averaged
+    assert reg.item() == pytest.approx((0.04 + 0.01 + 0.04) / 3)
+    # one pair: the reference's per-leaf mean summed over leaves is this same number
+    _, single = tree_loss(log_p[:1], positions[:1], group[:1], target[:1])
+    assert single.item() == pytest.approx(0.04)
 
 
 def test_regression_tree_leaves_are_a_distribution():

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,9 +58,23 @@ def all_cases() -> dict[str, dict]:
 DTYPES = {"float64": (torch.float64, 1e-9), "float32": (torch.float32, 5e-5)}  # dtype, largest relative error
 
 
+class _TrainingData:
+    """What a method's `prepare` reads of the data module at fit start: CoRe's group bounds come from the
+    training pairs' score differences, MUSDL checks the judges (the module calls it in `setup("fit")`)."""
+
+    def __init__(self, case: dict) -> None:
+        self.has_judge_scores = True
+        self.num_judges = case["model"].get("num_judges")
+        self.config = SimpleNamespace(name="test", divide_by_difficulty=True)
+
+    def training_score_differences(self) -> list[float]:
+        return [0.1 * i for i in range(1, 60)]
+
+
 def build(case: dict, dtype: torch.dtype = torch.float32) -> T2CRModule:
     torch.manual_seed(0)  # the same initial weights in every process, as DDP's first broadcast makes them
     module = T2CRModule(case["model"], case["loss"], {}, {"channels_last": False})
+    module.model.prepare(_TrainingData(case))
     return module.to(dtype).train()
 
 
@@ -75,7 +90,11 @@ def make_batch(case: dict, pairs: int, dtype: torch.dtype = torch.float32) -> di
             "query_score": (torch.rand(pairs, generator=generator) * 10).to(dtype),
             "exemplar_score": (torch.rand(pairs, generator=generator) * 10).to(dtype),
             "query_label": torch.randint(0, NUM_TYPES, (pairs,), generator=generator),
-            "exemplar_label": torch.randint(0, NUM_TYPES, (pairs,), generator=generator)}
+            "exemplar_label": torch.randint(0, NUM_TYPES, (pairs,), generator=generator),
+            # per-judge marks (0, 0.5, ..., 10) for a method that reads them (MUSDL), as PairDataModule adds them
+            **{f"{video}_judges": (torch.randint(0, 21, (pairs, case["model"]["num_judges"]), generator=generator)
+                                   * 0.5).to(dtype)
+               for video in ("query", "exemplar") if "num_judges" in case["model"]}}
 
 
 def step(module: T2CRModule, batch: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:

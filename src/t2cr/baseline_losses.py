@@ -81,14 +81,17 @@ class MUSDLLoss(nn.Module):
 
 
 def tree_loss(leaf_log_probs: Tensor, positions: Tensor, group: Tensor, target_position: Tensor) -> tuple[Tensor, Tensor]:
-    """(NLL of the true group, regression loss): the second is, per leaf holding samples, the mean squared error
-    of that leaf's position on its samples, summed over those leaves (tools/helper.py)."""
+    """(NLL of the true group, regression loss): the squared error of the true leaf's position, averaged over
+    the pairs.
+
+    The reference (tools/helper.py) averages the error per leaf over that leaf's pairs, then sums over the
+    leaves; it trains with one pair per step (configs/MTL_CoRe.yaml, bs_train 1), where both are the same
+    number. For a batch of several pairs the per-leaf form couples the pairs of a batch, so a batch split over
+    DDP processes would optimise another loss than on one process; the plain mean over pairs does not (ours).
+    """
     nll = F.nll_loss(leaf_log_probs, group)
     error = (positions.gather(1, group.unsqueeze(1)).squeeze(1) - target_position) ** 2
-    members = F.one_hot(group, leaf_log_probs.shape[1]).to(error.dtype)  # (B, leaves)
-    count = members.sum(dim=0)
-    per_leaf = (members * error.unsqueeze(1)).sum(dim=0) / count.clamp_min(1)
-    return nll, per_leaf[count > 0].sum()
+    return nll, error.mean()
 
 
 class CoReLoss(nn.Module):
@@ -106,8 +109,10 @@ class CoReLoss(nn.Module):
         delta = torch.cat([query_score - exemplar_score, exemplar_score - query_score]).double()
         group, position = assign_groups(delta, model.group_edges)
         b = query_score.shape[0]
-        log_p, positions = output.leaf_log_probs.float(), output.positions.float()
-        position = position.float()
+        # at least fp32 (autocast's half precision is too coarse for the NLL), never below the model's own dtype
+        dtype = torch.promote_types(output.leaf_log_probs.dtype, torch.float32)
+        log_p, positions = output.leaf_log_probs.to(dtype), output.positions.to(dtype)
+        position = position.to(dtype)
         terms: dict[str, Tensor] = {}
         # each pair order is its own term sum, as the reference adds the two orders' losses
         nll_q, reg_q = tree_loss(log_p[:b], positions[:b], group[:b], position[:b])
