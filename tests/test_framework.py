@@ -23,10 +23,12 @@ def data_root(tiny_synthetic) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_run(data_root, tmp_path_factory) -> Path:
-    """Two epochs with the W&B logger (offline)."""
+    """Two epochs with the W&B logger (offline), at constant learning rates: test_resume_gives_the_uninterrupted_result
+    extends a 1-epoch run to these 2 epochs, which a schedule planned over max_epochs (cosine) would not allow."""
     run_dir = tmp_path_factory.mktemp("runs") / "two_epochs"
     overrides = [o for o in tiny_overrides(data_root) if not o.startswith("logger=")]
-    run_cli("train", [*overrides, "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=data_root.parent)
+    run_cli("train", [*overrides, "logger=wandb", "optim.lr_schedule=constant", f"hydra.run.dir={run_dir}"],
+            cwd=data_root.parent)
     return run_dir
 
 
@@ -95,7 +97,7 @@ def test_ddp_evaluation_equals_single_process(trained_run, data_root, tmp_path):
 
 def test_resume_gives_the_uninterrupted_result(trained_run, data_root, tmp_path):
     run_dir = tmp_path / "resumed"
-    overrides = [*tiny_overrides(data_root), "trainer.log_every_n_steps=1"]
+    overrides = [*tiny_overrides(data_root), "trainer.log_every_n_steps=1", "optim.lr_schedule=constant"]
     run_cli("train", [*overrides, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], cwd=data_root.parent)
     first = read_metrics(run_dir)
     assert first["epochs"] == 1 and first["global_step"] > 0

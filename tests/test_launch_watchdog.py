@@ -15,7 +15,7 @@ RANK = textwrap.dedent("""
     import time
     from t2cr.launch import exit_with_parent
     exit_with_parent(poll_s=0.05)
-    time.sleep(60)
+    time.sleep(120)
 """)
 RANK0 = textwrap.dedent("""
     import os, subprocess, sys
@@ -41,8 +41,11 @@ def test_a_rank_stops_when_rank0_dies_before_anyone_reaps_it(tmp_path):
         time.sleep(0.05)
     rank1 = int(pid_file.read_text())
     try:
-        # rank 0 has exited but is not reaped (no wait() yet): kill(pid, 0) still succeeds on it
-        time.sleep(4.0)
+        # rank 0 has exited but is not reaped (no wait() yet): kill(pid, 0) still succeeds on it. Rank 1 still
+        # has to import t2cr.launch, which takes seconds on a loaded machine: wait for it (well under its sleep)
+        deadline = time.monotonic() + 45
+        while _alive(rank1) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not _alive(rank1), "rank 1 kept running after rank 0 died"
     finally:
         if _alive(rank1):
