@@ -43,3 +43,19 @@ def test_cosine_schedule_decays_both_groups_to_zero_by_the_last_epoch():
 def test_an_unknown_schedule_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"optim\.lr_schedule is 'step'; expected 'constant' or 'cosine'"):
         OptimConfig(lr_schedule="step")
+
+
+def test_resuming_a_cosine_schedule_with_other_epochs_is_refused(tmp_path):
+    """The restored scheduler keeps the horizon it was built with: a longer run would see its rates rise again."""
+    from t2cr.cli.train import refuse_changed_model
+
+    config = _module(lr_schedule="cosine").configure_optimizers()
+    model = dataclasses.asdict(tiny_config())
+    path = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": {"model": model},
+                "lr_schedulers": [config["lr_scheduler"]["scheduler"].state_dict()]}, path)
+    refuse_changed_model(str(path), model, max_epochs=4)  # the planned horizon: fine
+    with pytest.raises(ValueError, match=r"over 4 epochs .*resume with trainer.max_epochs=4"):
+        refuse_changed_model(str(path), model, max_epochs=6)
+    torch.save({"hyper_parameters": {"model": model}}, path)  # constant rates: any number of epochs
+    refuse_changed_model(str(path), model, max_epochs=6)

@@ -63,9 +63,18 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
-def refuse_changed_model(checkpoint: str, model: dict[str, Any]) -> None:
-    """Resuming under another model configuration would silently mix two experiments."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("model")
+def refuse_changed_model(checkpoint: str, model: dict[str, Any], max_epochs: int | None = None) -> None:
+    """Resuming under another model configuration would silently mix two experiments; so would resuming a
+    learning-rate schedule planned over `max_epochs` (optim.lr_schedule=cosine) with another number of epochs,
+    since the restored scheduler keeps its old horizon."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for scheduler in state.get("lr_schedulers") or []:
+        planned = scheduler.get("T_max")
+        if max_epochs is not None and planned is not None and planned != max_epochs:
+            raise ValueError(f"{checkpoint} decays its learning rates over {planned} epochs (optim.lr_schedule=cosine): "
+                             f"resume with trainer.max_epochs={planned}, or start a new run folder for "
+                             f"trainer.max_epochs={max_epochs}")
+    saved = state.get("hyper_parameters", {}).get("model")
     if saved is None:
         return
     changed = sorted(_diff(saved, model))
@@ -102,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume_from = resume_checkpoint(cfg, run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if resume_from:
-        refuse_changed_model(resume_from, resolved["model"])
+        refuse_changed_model(resume_from, resolved["model"], cfg.trainer.max_epochs)
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")
     try:
         return _fit_and_test(cfg, run_dir, datamodule, resolved, resume_from)
