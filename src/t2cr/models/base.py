@@ -104,3 +104,27 @@ class ClipModel(nn.Module):
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return [{"params": backbone, "lr": backbone_lr, "name": "backbone"},
                 {"params": heads, "lr": head_lr, "name": "heads"}]
+
+
+def voting_pairs(query_tokens: torch.Tensor, exemplar_tokens: torch.Tensor,
+                 exemplar_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries (B, L, d) against their K exemplars (B, K, L', d) as B x K pairs: (B*K, L, d), (B*K, L', d)."""
+    b, k = exemplar_scores.shape
+    if exemplar_tokens.shape[:2] != (b, k):
+        raise ValueError(f"exemplar_tokens {tuple(exemplar_tokens.shape)} do not match exemplar_scores "
+                         f"{tuple(exemplar_scores.shape)}")
+    if k < 1:
+        raise ValueError("voting needs K >= 1 exemplars")
+    queries = query_tokens.unsqueeze(1).expand(b, k, *query_tokens.shape[1:])
+    return queries.reshape(b * k, *query_tokens.shape[1:]), exemplar_tokens.reshape(b * k, *exemplar_tokens.shape[2:])
+
+
+def mean_vote(deltas: torch.Tensor, exemplar_scores: torch.Tensor,
+              exemplar_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 11: the mean over the K exemplars of exemplar score + predicted difference (B, K) -> (B,); masked
+    exemplars (padding of pools smaller than K) left out."""
+    votes = deltas + exemplar_scores
+    if exemplar_mask is None:
+        return votes.mean(dim=1)
+    weights = exemplar_mask.to(votes.dtype)
+    return (votes * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)

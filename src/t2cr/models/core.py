@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2cr.config_checks import require_integer, require_number
-from t2cr.models.base import ClipModel
+from t2cr.models.base import ClipModel, mean_vote, voting_pairs
 from t2cr.models.t2cr import PairOutput, VideoEncoding, VoteOutput, heads_in_fp32
 from t2cr.models.usdl import BaselineConfig
 
@@ -208,19 +208,8 @@ class CoRe(ClipModel):
         """K-exemplar voting (tools/helper.py network_forward_test): mean over the exemplars of exemplar score +
         predicted difference; exemplar_tokens (B, K, 1, F), masked exemplars left out."""
         b, k = exemplar_scores.shape
-        if exemplar_tokens.shape[:2] != (b, k):
-            raise ValueError(f"exemplar_tokens {tuple(exemplar_tokens.shape)} do not match exemplar_scores "
-                             f"{tuple(exemplar_scores.shape)}")
-        if k < 1:
-            raise ValueError("voting needs K >= 1 exemplars")
-        query_tokens = query.tokens.unsqueeze(1).expand(b, k, *query.tokens.shape[1:]).reshape(b * k, *query.tokens.shape[1:])
-        log_p, positions = self.tree_outputs(query_tokens, exemplar_tokens.reshape(b * k, *exemplar_tokens.shape[2:]),
-                                             exemplar_scores.reshape(b * k))
+        query_tokens, exemplar_tokens = voting_pairs(query.tokens, exemplar_tokens, exemplar_scores)
+        log_p, positions = self.tree_outputs(query_tokens, exemplar_tokens, exemplar_scores.reshape(b * k))
         deltas = self.read_difference(log_p, positions).reshape(b, k)
-        votes = deltas + exemplar_scores
-        if exemplar_mask is None:
-            contrastive = votes.mean(dim=1)
-        else:
-            weights = exemplar_mask.to(votes.dtype)
-            contrastive = (votes * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+        contrastive = mean_vote(deltas, exemplar_scores, exemplar_mask)
         return VoteOutput(score=contrastive, direct=None, contrastive=contrastive, deltas=deltas)

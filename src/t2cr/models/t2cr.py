@@ -20,7 +20,7 @@ from torch import nn
 from t2cr.config_checks import require_integer, require_number
 from t2cr.models.attention import TargetAwareAttention
 from t2cr.models.backbones import BackboneConfig
-from t2cr.models.base import ClipModel
+from t2cr.models.base import ClipModel, mean_vote, voting_pairs
 from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.decoder import DifferenceTransformer, FeatureSubtraction
 from t2cr.models.heads import ActionClassifier, ScoreRegressor
@@ -320,19 +320,7 @@ class T2CR(ClipModel):
         smaller than K). Without direct regression (baseline) the final score is s_hat^2.
         """
         b, k = exemplar_scores.shape
-        if exemplar_tokens.shape[:2] != (b, k):
-            raise ValueError(f"exemplar_tokens {tuple(exemplar_tokens.shape)} do not match exemplar_scores "
-                             f"{tuple(exemplar_scores.shape)}")
-        if k < 1:
-            raise ValueError("voting needs K >= 1 exemplars")
-        query_tokens = query.tokens.unsqueeze(1).expand(b, k, *query.tokens.shape[1:])
-        deltas = self.difference(query_tokens.reshape(b * k, *query.tokens.shape[1:]),
-                                 exemplar_tokens.reshape(b * k, *exemplar_tokens.shape[2:])).reshape(b, k)
-        votes = deltas + exemplar_scores
-        if exemplar_mask is None:
-            contrastive = votes.mean(dim=1)
-        else:
-            weights = exemplar_mask.to(votes.dtype)
-            contrastive = (votes * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+        deltas = self.difference(*voting_pairs(query.tokens, exemplar_tokens, exemplar_scores)).reshape(b, k)
+        contrastive = mean_vote(deltas, exemplar_scores, exemplar_mask)
         score = contrastive if query.direct is None else (query.direct + contrastive) / 2
         return VoteOutput(score=score, direct=query.direct, contrastive=contrastive, deltas=deltas)
