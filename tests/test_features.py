@@ -91,6 +91,29 @@ def test_evaluation_with_features_once_equals_the_naive_evaluation(tiny_syntheti
     assert fast.features is None  # dropped after the loop: the backbone may train on
 
 
+def test_a_method_that_votes_without_exemplars_computes_only_the_queries(tiny_synthetic):
+    """USDL scores a video alone: its evaluation pays for the 7 test queries, not their K exemplars, and gives
+    the numbers of the naive evaluation from frames."""
+    from t2cr.models.usdl import USDLConfig
+
+    config = USDLConfig(backbone=BackboneConfig(name="tiny", feature_dim=64, random_init=True),
+                        clips=ClipConfig(num_frames=16, clip_length=8, num_base_clips=3, base_starts=[0, 4, 8]),
+                        hidden=[16])
+    fast_data, naive_data = PairDataModule(_data(tiny_synthetic)), PairDataModule(_data(tiny_synthetic))
+    torch.manual_seed(0)
+    fast = _module(dataclasses.asdict(config), eval_features_once=True)
+    naive = _module(dataclasses.asdict(config), eval_features_once=False)
+    naive.load_state_dict(fast.state_dict())
+    encoded = []
+    naive.model.backbone.register_forward_hook(lambda module, inputs, output: encoded.append(inputs[0].shape[0]))
+    fast_rows, naive_rows = _test_rows(fast, fast_data), _test_rows(naive, naive_data)
+    assert [r["index"] for r in fast_rows] == [r["index"] for r in naive_rows] and len(fast_rows) == 7
+    np.testing.assert_allclose([r["pred"] for r in fast_rows], [r["pred"] for r in naive_rows], rtol=1e-5)
+    assert fast.feature_passes == 7  # the queries; with their exemplars it would be more
+    assert len(fast_data.evaluation_videos("test")) > 7
+    assert sum(encoded) == 7 * 3  # from frames too: the queries' 3 clips each, no exemplar through the backbone
+
+
 def test_limited_evaluation_computes_only_what_it_reads(tiny_synthetic):
     datamodule = PairDataModule(_data(tiny_synthetic))
     module = _module(_model(datamodule.num_action_types))

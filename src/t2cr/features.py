@@ -256,7 +256,7 @@ class ClipFeatures(Callback):
         # videos on every process
         everyone = trainer.strategy.all_gather(torch.tensor(mine, device=pl_module.device))
         per_rank = [int(c) for c in everyone.reshape(-1).tolist()]
-        ids = datamodule.evaluation_videos(stage, per_rank)
+        ids = datamodule.evaluation_videos(stage, per_rank, with_exemplars=pl_module.model.votes_with_exemplars)
         table = self._new_table(pl_module, datamodule, pl_module.device)
         with trainer.precision_plugin.forward_context():
             self._fill(pl_module, datamodule, table, ids, pl_module.device)

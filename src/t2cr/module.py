@@ -200,9 +200,14 @@ class T2CRModule(pl.LightningModule):
         """Scores of B queries against their K exemplars each.
 
         From frames: one backbone call on the B queries and their B x K exemplars. From clip features
-        computed at the start of the loop: the heads only.
+        computed at the start of the loop: the heads only. A method that votes without exemplars
+        (`votes_with_exemplars` False: USDL, MUSDL) encodes the B queries alone.
         """
-        queries, exemplars = self._videos(batch, "query"), self._videos(batch, "exemplars")
+        queries = self._videos(batch, "query")
+        if not self.model.votes_with_exemplars:
+            query = self.model.encode(*self.model.clip_features(queries))
+            return self.model.vote(query, None, batch["exemplar_scores"], batch["exemplar_mask"])
+        exemplars = self._videos(batch, "exemplars")
         b, k = batch["exemplar_scores"].shape
         inputs = torch.cat([queries, exemplars.flatten(0, 1)])
         encoding = self.model.encode(*self.model.clip_features(inputs))

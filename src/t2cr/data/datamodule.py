@@ -369,13 +369,13 @@ class PairDataModule(pl.LightningDataModule):
         return "val" if self.has_split("val") else "test"
 
     def evaluation_videos(self, stage: str, batches_per_rank: Sequence[int] | None = None,
-                          world_size: int = 1) -> list[int]:
+                          world_size: int = 1, with_exemplars: bool = True) -> list[int]:
         """Ids of every video (queries and their voting exemplars) an evaluation loop reads, over all ranks.
 
         `batches_per_rank[r]`: how many of its batches process r's loop takes (Lightning's num_val_batches after
         limit_val_batches and friends), so that a limited loop does not pay for videos it never reads; its
         length is the world size. Without it, every batch of `world_size` processes. The same list on every
-        process.
+        process. `with_exemplars` False: the queries only (for a method that scores a video without exemplars).
         """
         self.setup()
         split = self.evaluation_split(stage)
@@ -389,6 +389,8 @@ class PairDataModule(pl.LightningDataModule):
                 indices = indices[: batches_per_rank[rank] * batch]
             for i in indices:
                 needed.add(self.video_ids[samples[i].key_str])
+                if not with_exemplars:
+                    continue
                 chosen, _ = voting[i]
                 needed.update(self.video_ids[self.pools.train[j].key_str] for j in chosen)
         return sorted(needed)

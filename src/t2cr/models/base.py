@@ -4,7 +4,8 @@
 auxiliary clip plans, and turns videos into clip features; the methods (T2CR, USDL, MUSDL, CoRe)
 subclass it and add their heads. The protocol the LightningModule, `t2cr.bank`, `t2cr.features` and
 `t2cr.explain` use on top of it: `encode(base, aux) -> VideoEncoding`, `vote(query, exemplar_tokens,
-exemplar_scores, exemplar_mask) -> VoteOutput`, `forward(query, exemplar, self_difference=...) ->
+exemplar_scores, exemplar_mask) -> VoteOutput` (exemplar_tokens None
+where `votes_with_exemplars` is False), `forward(query, exemplar, self_difference=...) ->
 PairOutput`, and `prepare(data)` for methods that need statistics of the training data.
 """
 
@@ -24,6 +25,9 @@ class ClipModel(nn.Module):
     # True: `forward` also takes query_score= and exemplar_score= (a method whose pair input includes the
     # exemplar's score, CoRe); the module passes them only then, so T2CR's forward keeps its signature
     pair_reads_scores = False
+    # False: `vote` reads the query alone (USDL, MUSDL), so evaluation neither encodes the K exemplars nor
+    # computes their clip features, and `vote` receives exemplar_tokens=None
+    votes_with_exemplars = True
 
     def __init__(self, config: Any, backbone: nn.Module | None = None, two_path: bool = True) -> None:
         super().__init__()

@@ -115,6 +115,8 @@ class DistributionEncoding(VideoEncoding):
 class _DirectModel(ClipModel):
     """The shared shape of the non-pairwise methods: pooled clip features -> direct score, no exemplar."""
 
+    votes_with_exemplars = False
+
     def __init__(self, config: BaselineConfig, backbone: nn.Module | None = None) -> None:
         super().__init__(config, backbone, two_path=False)
 
@@ -146,10 +148,10 @@ class _DirectModel(ClipModel):
         return PairOutput(query=q, exemplar=e, delta=q.direct - e.direct, delta_reverse=e.direct - q.direct,
                           self_delta_query=None, self_delta_exemplar=None)
 
-    def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor, exemplar_scores: torch.Tensor,
+    def vote(self, query: VideoEncoding, exemplar_tokens: torch.Tensor | None, exemplar_scores: torch.Tensor,
              exemplar_mask: torch.Tensor | None = None) -> VoteOutput:
         """The query's direct prediction: USDL and MUSDL use no exemplar, so the K exemplars are ignored
-        (the contrastive score and the deltas are NaN)."""
+        (`exemplar_tokens` may be None; the contrastive score and the deltas are NaN)."""
         nan = torch.full_like(exemplar_scores, float("nan"))
         return VoteOutput(score=query.direct, direct=query.direct, contrastive=nan[:, 0], deltas=nan)
 
