@@ -310,3 +310,30 @@ def test_a_dataset_sample_key_can_be_explained(tiny_synthetic):
         _input_frames(both)
     with pytest.raises(KeyError, match="sample=99 is not a key.*quote keys with underscores"):
         _input_frames(unknown)
+
+
+def test_the_baseline_methods_explain_what_has_a_gradient():
+    """CoRe's voted score has a gradient: explained, and its completeness holds; it has no direct path. USDL's
+    and MUSDL's scores are a distribution's peak (argmax, zero gradient): refused in one line, not a blank map."""
+    from t2cr.methods import METHODS
+    from t2cr.models.backbones import BackboneConfig
+    from t2cr.models.t2cr import ClipConfig
+
+    clips = ClipConfig(num_frames=NUM_FRAMES, clip_length=8, num_base_clips=5, base_starts=[0, 6, 12, 18, 24])
+    video, _ = prepare_video(random_frames(), make_bank(T2CR(small_config())))
+    for name in ("core", "usdl", "musdl"):
+        method = METHODS[name]
+        extra = {"num_judges": 3} if name == "musdl" else {}
+        model = method.model(method.config(backbone=BackboneConfig(name="tiny", feature_dim=32), clips=clips, **extra))
+        if name == "core":
+            model.set_groups([0.5, 1.0, 2.0, 3.0, 4.0])
+        bank = make_bank(model)
+        if name == "core":
+            attributions, info = attribute(model, bank, video, pool=2.0, target="final", steps=16)
+            assert attributions.shape == video.shape and float(attributions.abs().sum()) > 0
+            assert float(attributions.sum()) == pytest.approx(info["attribution_sum"])
+            with pytest.raises(ValueError, match=r"model.method=core\) has no direct regression path"):
+                attribute(model, bank, video, pool=2.0, target="direct", steps=2)
+        else:
+            with pytest.raises(ValueError, match=f"model.method={name} checkpoint reads its score as the peak"):
+                attribute(model, bank, video, pool=2.0, target="final", steps=2)

@@ -125,8 +125,14 @@ def make_forward(model: T2CR, bank: dict[str, Any], pool_name: str, target: str,
     """videos (n, 3, T, H, W) -> (n,) the chosen score against the pool's exemplars, held fixed."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if target == "direct" and not model.config.direct_regression:
-        raise ValueError("this model has no direct regression path: use target=final or target=contrastive")
+    method = getattr(model.config, "method", "t2cr")
+    if not model.score_has_gradient:
+        raise ValueError(f"a model.method={method} checkpoint reads its score as the peak of a distribution "
+                         "(argmax), which has no gradient: Integrated Gradients cannot attribute it; explain a "
+                         "T2CR or CoRe checkpoint")
+    if target == "direct" and not getattr(model.config, "direct_regression", False):
+        raise ValueError(f"this model (model.method={method}) has no direct regression path: use target=final "
+                         "or target=contrastive")
     exemplar_tokens, exemplar_scores = fixed_exemplars(model, bank, pool_name, device)
 
     def forward(videos: torch.Tensor) -> torch.Tensor:

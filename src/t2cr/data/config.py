@@ -61,6 +61,32 @@ class SyntheticConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
 
 
+JUDGE_RULES = ("middle_three", "sum")
+
+
+@dataclass
+class JudgeMarks:
+    """How a dataset's per-judge marks make its score, for methods that learn each judge (MUSDL reads these
+    through conf/model/musdl.yaml). The schema of `data.judges`; a dataset without judge scores ignores it."""
+
+    count: int = 7  # marks per sample (MTL-AQA: seven judges)
+    # middle_three: diving, the middle three marks summed (times DD, so the sum is the score in the space with
+    # DD); sum: every mark summed (JIGSAWS: the six GRS sub-scores give the GRS total)
+    rule: str = "middle_three"
+    low: float = 0.0  # the lowest and highest mark a judge can give
+    high: float = 10.0
+    num_marks: int = 21  # the distinct marks from low to high (diving: 0, 0.5, ..., 10)
+
+    def __post_init__(self) -> None:
+        if self.rule not in JUDGE_RULES:
+            raise ValueError(f"data.judges.rule must be one of {list(JUDGE_RULES)}, got {self.rule!r}")
+        if self.rule == "middle_three" and (self.count < 3 or self.count % 2 == 0):
+            raise ValueError(f"data.judges.count must be odd and >= 3 for rule middle_three, got {self.count}")
+        if not self.high > self.low or self.num_marks < 2:
+            raise ValueError(f"data.judges needs high > low and num_marks >= 2, got low={self.low}, "
+                             f"high={self.high}, num_marks={self.num_marks}")
+
+
 @dataclass
 class VideoConfig:
     """How a sample's video file is found and its frames numbered: the one definition for reading videos
@@ -133,6 +159,7 @@ class DataConfig:
     seed: int = 0
     transform: TransformConfig = field(default_factory=TransformConfig)
     synthetic: SyntheticConfig | None = None  # generate the embedded dataset on first use
+    judges: JudgeMarks = field(default_factory=JudgeMarks)  # what per-judge marks mean (MUSDL's targets)
 
 
 def ensure_generated(config: DataConfig) -> None:

@@ -119,4 +119,5 @@ def _sample(name: str, raw_items: object, task: str, path: Path) -> Sample:
         start_frame=None,  # the whole folder, listed
         end_frame=None,
         group=task,
+        judge_scores=tuple(scores),  # the sub-scores as MUSDL's six judges (data.judges: rule sum)
     )

@@ -22,7 +22,8 @@ class Sample:
     start_frame: int | None = None  # None: the source's first frame
     end_frame: int | None = None  # inclusive; None: the source's last frame (e.g. a listed folder)
     group: str | None = None  # AQA-7 class / JIGSAWS task where a dataset has several
-    # each judge's mark where the annotations list them (MTL-AQA's seven judge_scores): MUSDL's targets
+    # each judge's mark where the annotations list them (MTL-AQA's seven judge_scores, JIGSAWS' six GRS
+    # sub-scores): MUSDL's targets
     judge_scores: tuple[float, ...] | None = None
 
     @property

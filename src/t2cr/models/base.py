@@ -28,6 +28,9 @@ class ClipModel(nn.Module):
     # False: `vote` reads the query alone (USDL, MUSDL), so evaluation neither encodes the K exemplars nor
     # computes their clip features, and `vote` receives exemplar_tokens=None
     votes_with_exemplars = True
+    # False: the score is read off as a distribution's peak (argmax: USDL, MUSDL), so it has no gradient with
+    # respect to the video and gradient attributions (t2cr-explain) are refused
+    score_has_gradient = True
 
     def __init__(self, config: Any, backbone: nn.Module | None = None, two_path: bool = True) -> None:
         super().__init__()

@@ -60,17 +60,23 @@ class MUSDLConfig(BaselineConfig):
     """The schema of conf/model/musdl.yaml (nzl-thu/MUSDL, MTL-AQA/opts.py and config.py)."""
 
     method: str = "musdl"
-    num_judges: int = 7  # num_judges = 7 (MTL-AQA's judge_scores)
-    num_bins: int = 21  # output_dim['MUSDL'] = 21: a judge's mark 0, 0.5, ..., 10
+    num_judges: int = 7  # num_judges = 7 (MTL-AQA's judge_scores); JIGSAWS: 6 GRS sub-scores
+    num_bins: int = 21  # output_dim['MUSDL'] = 21: a judge's mark 0, 0.5, ..., 10 (JIGSAWS: 1..5, 5 bins)
     judge_min: float = 0.0
     judge_max: float = 10.0
-    sigma: float = 5.0  # the same --std (default 5, in bins) as USDL
+    # how the judges' marks give the score: middle_three (diving, MTL-AQA/main.py: the sorted marks' [2:5]
+    # summed, times DD) or sum (JIGSAWS/main.py: every sub-score summed). conf/model/musdl.yaml takes these
+    # five from the data's `judges`
+    judge_rule: str = "middle_three"
+    sigma: float = 5.0  # the same --std (default 5, in bins) as USDL; JIGSAWS/config.py: 1
     hidden: list[int] = field(default_factory=lambda: [256, 128])
 
     def __post_init__(self) -> None:
         check_distribution_config(self, "num_bins", minimum_bins=2)
-        require_integer(self.num_judges, "model.num_judges", minimum=3)
-        if self.num_judges % 2 == 0:
+        if self.judge_rule not in ("middle_three", "sum"):
+            raise ValueError(f"model.judge_rule must be middle_three or sum, got {self.judge_rule!r}")
+        require_integer(self.num_judges, "model.num_judges", minimum=3 if self.judge_rule == "middle_three" else 1)
+        if self.judge_rule == "middle_three" and self.num_judges % 2 == 0:
             raise ValueError(f"model.num_judges must be odd (diving keeps the middle three), got {self.num_judges}")
         if not self.judge_max > self.judge_min:
             raise ValueError(f"model.judge_max={self.judge_max} must exceed model.judge_min={self.judge_min}")
@@ -116,6 +122,7 @@ class _DirectModel(ClipModel):
     """The shared shape of the non-pairwise methods: pooled clip features -> direct score, no exemplar."""
 
     votes_with_exemplars = False
+    score_has_gradient = False  # the peak bin (argmax)
 
     def __init__(self, config: BaselineConfig, backbone: nn.Module | None = None) -> None:
         super().__init__(config, backbone, two_path=False)
@@ -189,9 +196,12 @@ def middle_judges_sum(judges: torch.Tensor) -> torch.Tensor:
 class MUSDL(_DirectModel):
     """MUSDL (Tang et al., CVPR 2020, Sec. 3, multi-path; nzl-thu/MUSDL): one distribution per judge over the marks
     judge_min..judge_max, each trained with KL divergence to a Gaussian around that judge's mark; the
-    prediction is each judge's peak mark, the middle three summed. In the model's score space with DD
-    (score / DD, data.divide_by_difficulty=true) that sum is the prediction, and the DD multiplies it back,
-    as the reference's `sum(middle three) * difficulty`. Needs per-judge scores in the data."""
+    prediction is each judge's peak mark, combined by `judge_rule`:
+    - middle_three (diving): the middle three summed. In the model's score space with DD (score / DD,
+      data.divide_by_difficulty=true) that sum is the prediction, and the DD multiplies it back, as the
+      reference's `sum(middle three) * difficulty`;
+    - sum (JIGSAWS): every judge's mark summed, the score itself (no DD).
+    Needs per-judge scores in the data."""
 
     def __init__(self, config: MUSDLConfig, backbone: nn.Module | None = None) -> None:
         super().__init__(config, backbone)
@@ -209,7 +219,7 @@ class MUSDL(_DirectModel):
 
     def read_score(self, log_probs: torch.Tensor) -> torch.Tensor:
         marks = self.config.judge_min + log_probs.argmax(dim=-1).to(log_probs.dtype) * self.bin_width()
-        return middle_judges_sum(marks)
+        return middle_judges_sum(marks) if self.config.judge_rule == "middle_three" else marks.sum(dim=-1)
 
     def prepare(self, data: object) -> None:
         """Refuse data without per-judge scores, or with another number of judges, before the first step."""
@@ -217,10 +227,14 @@ class MUSDL(_DirectModel):
         if has is not None and not has:
             raise ValueError("model=musdl needs per-judge scores (judge_scores in the annotations) and the data "
                              f"({getattr(getattr(data, 'config', None), 'name', '?')}) has none: use data with judges "
-                             "(data=mtl_aqa or the synthetic data) or another model")
-        if not getattr(getattr(data, "config", None), "divide_by_difficulty", True):
+                             "(data=mtl_aqa, data=jigsaws or the synthetic data) or another model")
+        with_dd = getattr(getattr(data, "config", None), "divide_by_difficulty", None)
+        if self.config.judge_rule == "middle_three" and with_dd is False:
             raise ValueError("model=musdl predicts the middle three judges' sum, the score only in the space with DD: "
                              "set data.divide_by_difficulty=true")
+        if self.config.judge_rule == "sum" and with_dd is True:
+            raise ValueError("model.judge_rule=sum predicts the judges' sum, the score itself, not score / DD: "
+                             "set data.divide_by_difficulty=false")
         count = getattr(data, "num_judges", None)
         if count is not None and count != self.config.num_judges:
             raise ValueError(f"model.num_judges={self.config.num_judges} but the data has {count} judges per "
