@@ -399,3 +399,28 @@ def test_musdl_trains_on_jigsaws_published_layout(tmp_path):
         row = dict(zip(header, line.split(",")))
         # six marks in 1..5, summed: a GRS total in 6..30 (an integer: the marks are whole)
         assert 6.0 <= float(row["pred"]) <= 30.0 and float(row["pred"]) == int(float(row["pred"]))
+
+
+@pytest.mark.parametrize("name", ["usdl", "core"])
+def test_scoring_a_video_reports_the_parts_a_method_has_as_strict_json(name):
+    """t2cr-score's result: USDL scores the video alone (no exemplars listed, no contrastive part), CoRe votes
+    with the pool (no direct part); a missing part is null, never NaN, so the output is strict JSON."""
+    import json
+
+    from test_explain import NUM_FRAMES, make_bank, random_frames
+
+    from t2cr.bank import score_frames
+
+    clips = ClipConfig(num_frames=NUM_FRAMES, clip_length=8, num_base_clips=5, base_starts=[0, 6, 12, 18, 24])
+    method = METHODS[name]
+    model = method.model(method.config(backbone=BackboneConfig(name="tiny", feature_dim=32), clips=clips))
+    if name == "core":
+        model.set_groups([0.5, 1.0, 2.0, 3.0, 4.0])
+    result = score_frames(model, make_bank(model), random_frames(), pool="2.0")
+    json.dumps(result, allow_nan=False)
+    if name == "usdl":
+        assert result["exemplars"] == [] and result["contrastive"] is None and result["direct"] == result["score"]
+    else:
+        assert result["direct"] is None and len(result["exemplars"]) == 3
+        mean_vote = sum(e["score"] + e["delta"] for e in result["exemplars"]) / 3
+        assert result["score"] == pytest.approx(mean_vote, rel=1e-5) == result["contrastive"]

@@ -10,6 +10,7 @@ over it, and every repetition or subsampling that this implies is reported as a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,10 +133,13 @@ def score_frames(model: T2CR, bank: dict[str, Any], frames: np.ndarray, pool: ob
     video = transform(frames[linspace_indices(len(frames), bank["num_frames"])], None).unsqueeze(0)
     model.eval().to(device)
     query = model.encode(*model.extract_clip_features(video.to(device)))
-    exemplar_aux = None if entry["aux"] is None else entry["aux"].to(device)
-    exemplars = model.encode(entry["base"].to(device), exemplar_aux)
     scores = entry["scores"].to(device).unsqueeze(0)
-    vote = model.vote(query, exemplars.tokens.unsqueeze(0), scores)
+    if model.votes_with_exemplars:
+        exemplar_aux = None if entry["aux"] is None else entry["aux"].to(device)
+        exemplars = model.encode(entry["base"].to(device), exemplar_aux)
+        vote = model.vote(query, exemplars.tokens.unsqueeze(0), scores)
+    else:  # USDL, MUSDL: the video alone gives the score; the pool only names the difficulty
+        vote = model.vote(query, None, scores)
     scale = 1.0
     if bank["divide_by_difficulty"]:
         if difficulty is None:
@@ -143,17 +147,26 @@ def score_frames(model: T2CR, bank: dict[str, Any], frames: np.ndarray, pool: ob
                 raise UserError("this model predicts score / difficulty: give the dive's difficulty=<DD>")
             difficulty = float(pool_name)
         scale = float(difficulty)
-    as_float = (lambda t: None if t is None else float(t[0]) * scale)
+    def as_float(values: torch.Tensor | None) -> float | None:
+        # a part the method does not have (no direct path, no exemplars) is null: JSON has no NaN
+        value = None if values is None else float(values[0]) * scale
+        return value if value is not None and math.isfinite(value) else None
+
+    score = float(vote.score[0]) * scale
+    if not math.isfinite(score):
+        raise UserError(f"the model's score of this video is {score}: the checkpoint's weights give no finite "
+                        "score (check the run that wrote it)")
     return {
-        "score": as_float(vote.score),
+        "score": score,
         "direct": as_float(vote.direct),
         "contrastive": as_float(vote.contrastive),
         "pool": pool_name,
         "difficulty": difficulty,
+        # the exemplars the score was voted from; none for a method that scores the video alone
         "exemplars": [
             {"key": key, "score": float(s) * scale, "delta": float(d) * scale}
             for key, s, d in zip(entry["keys"], entry["scores"].tolist(), vote.deltas[0].tolist())
-        ],
+        ] if model.votes_with_exemplars else [],
     }
 
 

@@ -45,7 +45,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     result = {"video": str(cfg.video), "checkpoint": str(cfg.ckpt_path),
               "num_frames_read": len(scoring_input.frames), "num_frames_used": len(scoring_input.source_frames),
               "warnings": scoring_input.warnings, **result}
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result, indent=2, allow_nan=False)  # strict JSON: a part a method lacks is null
     print(text)
     if cfg.output:
         Path(cfg.output).write_text(text + "\n")
