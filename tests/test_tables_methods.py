@@ -89,3 +89,5 @@ def test_a_methods_jigsaws_sweep_fills_each_methods_table_per_task(tmp_path, pap
     assert _row(usdl, "KT").paper == {"spearman": 0.61, "rl2": None}
     t2cr = tables.build_table(runs, paper, "table4")
     assert all(row.n == 0 for row in t2cr.rows)
+    # a folder of one method's runs names its table without --table
+    assert tables.infer_table([r for r in runs if r.get("model.method") == "core"], paper)[0] == "methods_jigsaws_core"
