@@ -44,12 +44,14 @@ def build_exemplar_bank(model: T2CR, datamodule: PairDataModule, k: int, seed: i
     for pool_key, members in datamodule.pools.pools.items():
         picked = stable_rng(seed, "bank", pool_key).choice(len(members), size=min(k, len(members)), replace=False)
         samples = [datamodule.pools.train[members[i]] for i in sorted(picked)]
-        videos = torch.stack([datamodule.reader(s, None) for s in samples]).to(device)
-        base, aux = model.extract_clip_features(videos)
+        base = aux = None
+        if model.votes_with_exemplars:  # USDL, MUSDL score a video alone: no frames read, no backbone pass
+            videos = torch.stack([datamodule.reader(s, None) for s in samples]).to(device)
+            base, aux = model.extract_clip_features(videos)
         pools[str(pool_key)] = {
             "keys": [s.key_str for s in samples],
             "scores": torch.tensor([datamodule.scores.target(s) for s in samples], dtype=torch.float32),
-            "base": base.float().cpu(),
+            "base": None if base is None else base.float().cpu(),
             "aux": None if aux is None else aux.float().cpu(),
         }
     model.train(was_training)

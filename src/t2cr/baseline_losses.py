@@ -69,7 +69,7 @@ class MUSDLLoss(nn.Module):
                 exemplar_judges: Tensor | None = None) -> dict[str, Tensor]:
         if query_judges is None or exemplar_judges is None:
             raise ValueError("model=musdl needs per-judge scores and the batch has none: use data whose annotations "
-                             "hold judge_scores (data=mtl_aqa, the synthetic data) or another model")
+                             "hold judge_scores (data=mtl_aqa, data=jigsaws, the synthetic data) or another model")
         judges = torch.cat([query_judges, exemplar_judges]).float()
         if judges.shape[-1] != self.num_judges:
             raise ValueError(f"model.num_judges={self.num_judges} but the data has {judges.shape[-1]} judges per "

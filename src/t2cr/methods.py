@@ -1,6 +1,6 @@
 """The methods the framework trains, keyed by `model.method`: each a config schema, an nn.Module and its loss.
 
-The LightningModule builds both through `build_method`; adding a method is one entry here, one schema
+The LightningModule builds all three through `method_of`; adding a method is one entry here, one schema
 registered by t2cr.schemas, and one conf/model/<name>.yaml.
 """
 

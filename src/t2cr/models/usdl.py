@@ -4,11 +4,13 @@ Sources: the paper ("Uncertainty-aware Score Distribution Learning for Action Qu
 Sec. 3) and its official code, github.com/nzl-thu/MUSDL: `models/evaluator.py` (the head),
 `MTL-AQA/opts.py` (bins, score and judge ranges, seven judges), `MTL-AQA/config.py` (sigma, learning
 rate, weight decay), `MTL-AQA/main.py` (clip features averaged over the clips; the prediction read as
-the distribution's peak, `argmax`; MUSDL's middle three judges times DD) and `MTL-AQA/dataset.py`
-(the Gaussian soft labels). Written here from those descriptions, not copied.
+the distribution's peak, `argmax`; MUSDL's middle three judges times DD), `MTL-AQA/dataset.py`
+(the Gaussian soft labels) and `JIGSAWS/main.py`, `JIGSAWS/config.py` (the six sub-scores as judges,
+summed; sigma 1). Written here from those descriptions, not copied.
 
 Both methods predict from the query alone: they use no exemplar. In training every video of a pair is an
-independent sample; at evaluation `vote` returns the direct prediction and ignores the exemplars.
+independent sample; at evaluation `vote` returns the direct prediction, and no exemplar is encoded
+(`votes_with_exemplars = False`).
 """
 
 from __future__ import annotations
