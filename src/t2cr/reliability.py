@@ -1,7 +1,9 @@
-"""Keeping long runs safe: atomic checkpoint files, a clean stop on SIGTERM, non-finite loss guard."""
+"""Keeping long runs safe: atomic checkpoint files, a clean stop on SIGTERM / SIGINT, exact resumes, non-finite
+loss guard."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -50,8 +52,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda temporary: torch.save(checkpoint, temporary))
 
 
+class StopRequested(SIGTERMException):
+    """Raised on every process before the same training batch once any process received SIGTERM or SIGINT.
+
+    A SIGTERMException, so Lightning hands it to the callbacks' `on_exception` (where `last.ckpt` is saved)
+    and t2cr-train ends cleanly; `signum` says which signal it was (SIGTERM wins when both came)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 class SaveOnSigterm(Callback):
-    """On SIGTERM, every process stops before the same training batch, `last.ckpt` is saved there, the run exits.
+    """On SIGTERM or SIGINT, every process stops before the same training batch, `last.ckpt` is saved there,
+    the run exits.
 
     The checkpoint holds the position inside the epoch; resuming skips the batches already done (the
     training sampler is a pure function of seed and epoch), so the resumed run takes exactly the steps
@@ -59,42 +73,84 @@ class SaveOnSigterm(Callback):
 
     Lightning's own SIGTERM handling is replaced for the fit: it decides per process (and broadcasts from
     inside the signal handler), so under DDP one rank could stop a step before another and their
-    collectives would pair up wrongly. Here the handler only sets a flag; before each training batch the
-    processes agree on it (the maximum over all ranks: a signal to any rank stops all), then all of them
-    raise `SIGTERMException` at that batch and save collectively.
+    collectives would pair up wrongly. Here the handler only records the signal; before each training batch
+    the processes agree on it (the maximum over all ranks: a signal to any rank stops all), then all of them
+    raise `StopRequested` at that batch and save collectively. A signal sent to the whole process group
+    (SLURM, `timeout`, `kill -- -PGID`, Ctrl-C) reaches the loader workers too: they leave it to this
+    process (t2cr.data.loading). A signal during a validation takes effect at the next training batch, after
+    that epoch's checkpoints. A second Ctrl-C stops at once and saves nothing.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, last_path: Path) -> None:
         self.last_path = Path(last_path)
-        self.requested = False
+        self.received = 0  # the first stopping signal received, 0 for none
+        self._announce = False
 
     def _request(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, saving nothing
+        self.received = self.received or signum
+        if signum == signal.SIGINT and self._announce:
+            os.write(2, b"\nCtrl-C: stopping before the next training batch and saving checkpoints/last.ckpt; "
+                        b"press Ctrl-C again to stop at once without saving\n")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.requested = False
+        self.received = 0
+        self._announce = trainer.is_global_zero
         # Lightning registers its handlers after on_fit_start and before on_train_start, and restores the
         # original ones at teardown
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._request)
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._request)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        stop = self.requested
+        received = self.received
         if trainer.world_size > 1:
-            flag = torch.tensor([1.0 if stop else 0.0], device=trainer.strategy.root_device)
+            flag = torch.tensor([float(received)], device=trainer.strategy.root_device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if stop:
+            received = int(flag.item())
+        if received:
             # before the batch: it is neither trained nor counted as done, so a resume starts with it
-            raise SIGTERMException()
+            raise StopRequested(received)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(str(self.last_path))  # every rank calls it; rank 0 writes
             if trainer.is_global_zero:
-                log.warning("SIGTERM: saved %s at global step %d; continue with resume=true", self.last_path,
+                name = signal.Signals(getattr(exception, "signum", signal.SIGTERM)).name
+                log.warning("%s: saved %s at global step %d; continue with resume=true", name, self.last_path,
                             trainer.global_step)
+        elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            kept = (f"{self.last_path} holds the last finished epoch: continue from it with resume=true"
+                    if self.last_path.is_file() else "no checkpoint was written yet")
+            log.warning("stopped at once by a second Ctrl-C: nothing saved; %s", kept)
+
+
+class SeedEachStep(Callback):
+    """Seeds torch's global generators from (seed, global step, rank) before every training step.
+
+    What draws from them during a step (dropout, `model.decoder.dropout`) is then a pure function of the step,
+    as the data's draws are of (seed, epoch, index): a resumed run draws what the uninterrupted one drew,
+    although its processes made their loaders (which draw worker seeds) and restored a checkpoint at other
+    points of the stream.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for one training step of one process, a pure function of its arguments."""
+    digest = hashlib.sha256(f"t2cr-step:{seed}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class ResumePosition(Callback):

@@ -25,7 +25,7 @@ from t2cr.features import ClipFeatures
 from t2cr.io import write_text
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.quiet import quiet_third_party
-from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm
+from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm, SeedEachStep
 from t2cr.schemas import register as register_schemas
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ class ValidationCurve(Callback):
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, ModelCheckpoint]:
-    """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM save, the learning
-    curve, progress bar.
+    """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM / SIGINT save, the
+    resume position, per-step seeds, the learning curve, progress bar, the user's `callbacks.extra`.
 
     Both checkpoints are written at the end of the training epoch (after its validation): one saved at
     validation end records an unfinished epoch, which a resume would train again.
@@ -151,13 +151,32 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
     )
     last = LastEveryEpoch(directory)
     callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt"), ResumePosition(),
-                                  ValidationCurve()]
+                                  SeedEachStep(cfg.seed), ValidationCurve()]
     progress = cfg.callbacks.progress
     if progress == "rich":
         callbacks.append(RichProgressBar())
     elif progress == "tqdm":
         callbacks.append(TQDMProgressBar())
+    callbacks.extend(extra_callbacks(cfg.callbacks.get("extra") or {}))
     return callbacks, last, best
+
+
+def extra_callbacks(specs: Any) -> list[Callback]:
+    """The user's own callbacks: `callbacks.extra.<name>` holds a Hydra `_target_` spec (null leaves it out)."""
+    from hydra.utils import instantiate
+
+    made = []
+    for name, spec in specs.items():
+        if spec is None:
+            continue
+        if "_target_" not in spec:
+            raise ValueError(f"callbacks.extra.{name} has no _target_: give the callback's class, e.g. "
+                             f"+callbacks.extra.{name}._target_=pytorch_lightning.callbacks.LearningRateMonitor")
+        callback = instantiate(spec)
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks.extra.{name}: {spec['_target_']} is not a Lightning Callback")
+        made.append(callback)
+    return made
 
 
 def build_trainer(cfg: DictConfig, logger: Any, callbacks: list[Callback], run_dir: Path) -> pl.Trainer:

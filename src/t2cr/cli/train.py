@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,16 +116,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ranks = start_other_ranks(cfg, resolved, run_dir, "t2cr.cli.train")
     try:
         return _fit_and_test(cfg, run_dir, datamodule, resolved, resume_from)
-    except SIGTERMException:
+    except SIGTERMException as stop:
         # SaveOnSigterm saved last.ckpt on the way out; a preempted job ends here, also inside a sweep
+        signum = getattr(stop, "signum", signal.SIGTERM)
         if is_rank_zero():
-            print(f"stopped by SIGTERM; {run_dir / 'checkpoints' / 'last.ckpt'} holds the run: continue with "
-                  f"resume=true hydra.run.dir={run_dir}")
+            print(f"stopped by {signal.Signals(signum).name}; {run_dir / 'checkpoints' / 'last.ckpt'} holds the run: "
+                  f"continue with resume=true hydra.run.dir={run_dir}")
             sys.stdout.flush()
     finally:
         if ranks is not None:
             ranks.finish()
-    raise SystemExit(0)  # reached only after a SIGTERM
+    # reached only after a stop signal: a preempted job ends cleanly; Ctrl-C ends a shell loop of runs too
+    # (the other ranks end cleanly, so rank 0's watch of them does not cut its save short)
+    raise SystemExit(128 + signal.SIGINT if signum == signal.SIGINT and is_rank_zero() else 0)
 
 
 def run_settings(resolved: dict[str, Any]) -> dict[str, Any]:

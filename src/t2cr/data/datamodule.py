@@ -23,6 +23,7 @@ from t2cr.data.cache import CachedFrameSource, cache_identity, open_frame_source
 from t2cr.data.check import check_samples, format_report, problem_kinds
 from t2cr.data.config import DataConfig, ensure_generated
 from t2cr.data.exemplars import ExemplarPools, stable_rng
+from t2cr.data.loading import DeferredLoader
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.splits import (
@@ -410,7 +411,7 @@ class PairDataModule(pl.LightningDataModule):
         key = (tuple(ids), batch_size, in_workers)
         if key not in self._video_loaders:
             workers = min(self.num_workers(), len(ids))
-            self._video_loaders[key] = DataLoader(
+            self._video_loaders[key] = DeferredLoader(
                 VideoDataset(self.videos, ids, self.reader), batch_size=batch_size, shuffle=False,
                 num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                 collate_fn=self._collate(in_workers))
@@ -464,7 +465,7 @@ class PairDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, workers: int | None = None) -> DataLoader:
         rank, world = self._rank_world()
         workers = self.num_workers() if workers is None else workers
-        return DataLoader(
+        return DeferredLoader(
             dataset, batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.config.seed, shuffle, rank, world, batch_size),
             num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
