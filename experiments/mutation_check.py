@@ -45,15 +45,48 @@ class Mutant:
 
 
 REL = "tests/test_reliability.py::"
+RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
 MUTANTS = (
-    # ------------------------------------------------------------------ SIGTERM save
+    # ------------------------------------------------------------------ SIGTERM / SIGINT save
     Mutant("sigterm-save", "SIGTERM save: SaveOnSigterm.on_exception saves nothing", "reliability.py",
            "            trainer.save_checkpoint(str(self.last_path))  # every rank calls it; rank 0 writes\n",
            "            pass\n",
-           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+           (RESUME + "[1p-group-sigterm-later-epoch]",), slow=False),
     Mutant("sigterm-stop", "SIGTERM save: the requested stop is never acted on", "reliability.py",
-           "        if stop:\n            # before the batch", "        if False:\n            # before the batch",
-           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+           "        if received:\n            # before the batch", "        if False:\n            # before the batch",
+           (REL + "test_a_stop_signal_stops_before_the_next_batch_and_says_which",
+            RESUME + "[1p-group-sigterm-later-epoch]"), slow=False),
+    Mutant("sigint", "SIGINT save: Ctrl-C is left to Lightning (stops without saving)", "reliability.py",
+           "    SIGNALS = (signal.SIGTERM, signal.SIGINT)\n", "    SIGNALS = (signal.SIGTERM,)\n",
+           (REL + "test_a_stop_signal_stops_before_the_next_batch_and_says_which", RESUME + "[1p-ctrl-c]")),
+    Mutant("stop-agreement", "SIGTERM save: the ranks do not agree on the stop (each stops on its own signal)",
+           "reliability.py", "        if trainer.world_size > 1:\n            flag = torch.tensor([float(received)]",
+           "        if False:\n            flag = torch.tensor([float(received)]",
+           (RESUME + "[2p-sigterm-rank1-only]",)),
+    # ------------------------------------------------------------------ exact resume
+    Mutant("loader-eager", "exact resume: loaders start reading when their iterator is made", "data/loading.py",
+           "        return _StartsOnFirstBatch(super().__iter__)\n", "        return super().__iter__()\n",
+           ("tests/test_loading.py::test_the_epoch_and_skip_set_after_the_iterator_is_made_are_the_ones_read",
+            RESUME + "[1p-group-sigterm-later-epoch]", RESUME + "[2p-group-sigkill-after-best-checkpoint]"),
+           slow=False),
+    Mutant("worker-signals", "group signal: loader workers die of SIGTERM / SIGINT", "data/loading.py",
+           "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+           "    pass\n",
+           ("tests/test_loading.py::test_loader_workers_leave_sigterm_and_sigint_to_the_training_process",
+            RESUME + "[1p-group-sigterm-later-epoch]"), slow=False),
+    Mutant("worker-exit", "group signal: a process waits for its workers at exit (they ignore SIGTERM)",
+           "data/loading.py", "                atexit.register(_end_workers, weakref.ref(self._iterator))\n",
+           "                pass\n",
+           ("tests/test_loading.py::test_a_process_ends_without_waiting_for_its_workers",), slow=False),
+    Mutant("last-versioned", "exact resume: a resumed run writes last-v1.ckpt beside a SIGTERM checkpoint",
+           "reliability.py", "save_on_train_epoch_end=True,\n                         enable_version_counter=False)",
+           "save_on_train_epoch_end=True,\n                         enable_version_counter=True)",
+           (RESUME + "[1p-sigterm-first-epoch]",)),
+    Mutant("step-seed", "exact resume: the global generators are not seeded per step (dropout)", "reliability.py",
+           "        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank))\n",
+           "        pass\n",
+           (REL + "test_each_step_draws_from_generators_seeded_by_seed_step_and_rank",
+            RESUME + "[1p-dropout-sigterm]")),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
            "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"
@@ -73,12 +106,12 @@ MUTANTS = (
     # ------------------------------------------------------------------ resume position
     Mutant("resume-position", "resume position: a mid-epoch resume skips no batch", "reliability.py",
            "            sampler.skip_batches(self.done)\n", "            pass\n",
-           (REL + "test_sigterm_saves_mid_epoch_and_resumes_exactly",)),
+           (RESUME + "[1p-group-sigterm-later-epoch]",), slow=False),
     Mutant("resume-from-scratch", "resume: resume=true silently trains from scratch", "cli/train.py",
            "trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)",
            "trainer.fit(module, datamodule=datamodule, ckpt_path=None)",
            ("tests/test_framework.py::test_resume_gives_the_uninterrupted_result",
-            REL + "test_sigkill_then_resume_matches_the_uninterrupted_run")),
+            RESUME + "[2p-group-sigkill-after-best-checkpoint]")),
     # ------------------------------------------------------------------ rank watchdog
     Mutant("watchdog-rank0", "rank watchdog: rank 0 does not watch the ranks it started", "launch.py",
            '    """If a child rank dies with an error, end this process too instead of hanging in a collective."""\n',

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from framework_helpers import assert_resumed_from, read_metrics, run_cli, tiny_overrides
+from framework_helpers import run_cli, tiny_overrides
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from t2cr.data.datamodule import EpochSampler
-from t2cr.reliability import AtomicCheckpointIO, NonFiniteLossError, check_finite
+from t2cr.reliability import (
+    AtomicCheckpointIO,
+    NonFiniteLossError,
+    SaveOnSigterm,
+    SeedEachStep,
+    StopRequested,
+    check_finite,
+    step_seed,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,58 @@ def test_sampler_skips_the_batches_done_before_a_resume():
     assert list(sampler) == full  # only the first pass after a resume is shortened
 
 
+def _one_process() -> SimpleNamespace:
+    return SimpleNamespace(world_size=1, is_global_zero=True, global_step=7, global_rank=0)
+
+
+@pytest.fixture
+def stop_handlers():
+    """SIGTERM's and SIGINT's handlers restored after the test."""
+    saved = {signum: signal.getsignal(signum) for signum in SaveOnSigterm.SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_before_the_next_batch_and_says_which(signum, tmp_path, stop_handlers):
+    callback, trainer = SaveOnSigterm(tmp_path / "last.ckpt"), _one_process()
+    callback.on_train_start(trainer, None)  # installs the handlers
+    callback.on_train_batch_start(trainer, None, None, 0)  # nothing received: trains on
+    os.kill(os.getpid(), signum)  # delivered to this (the main) thread's handler
+    with pytest.raises(StopRequested) as stop:
+        callback.on_train_batch_start(trainer, None, None, 1)
+    assert stop.value.signum == signum and isinstance(stop.value, SIGTERMException)  # the save path
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, stop_handlers):
+    callback, trainer = SaveOnSigterm(tmp_path / "last.ckpt"), _one_process()
+    callback.on_train_start(trainer, None)
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(StopRequested):  # a SIGTERM after a Ctrl-C keeps the first signal's stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        callback.on_train_batch_start(trainer, None, None, 0)
+
+
+def test_each_step_draws_from_generators_seeded_by_seed_step_and_rank():
+    """Two steps of one run, or one step of two ranks, draw differently; the same step always alike."""
+    callback = SeedEachStep(seed=11)
+
+    def draws(step: int, rank: int) -> torch.Tensor:
+        torch.rand(5)  # whatever the stream had drawn before
+        callback.on_train_batch_start(SimpleNamespace(global_step=step, global_rank=rank), None, None, 0)
+        return torch.rand(64)  # what dropout's masks are drawn from: the global generator
+
+    first = draws(3, 0)
+    expected = torch.Generator().manual_seed(step_seed(11, 3, 0))  # an independent generator, same seed
+    assert torch.equal(first, torch.rand(64, generator=expected))
+    assert torch.equal(draws(3, 0), first)
+    assert not torch.equal(draws(4, 0), first) and not torch.equal(draws(3, 1), first)
+    assert step_seed(11, 3, 0) != step_seed(12, 3, 0) and 0 <= step_seed(11, 3, 0) < 2 ** 63
+
+
 # ------------------------------------------------------------------------------- end to end (slow)
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):
@@ -93,140 +152,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):
     assert others == []  # no other checkpoint, no temporary file
 
 
-def _uninterrupted(data_root: Path, tmp_path: Path, epochs: int, extra: tuple[str, ...] = ()) -> Path:
-    run_dir = tmp_path / "straight"
-    run_cli("train", [*tiny_overrides(data_root), "data.batch_size=2", f"trainer.max_epochs={epochs}",
-                      f"hydra.run.dir={run_dir}", *extra], cwd=tmp_path)
-    return run_dir
-
-
-class _Output(threading.Thread):
-    """Collects a pipe's bytes as they come (so that the writer never blocks on a full pipe)."""
-
-    def __init__(self, stream) -> None:
-        super().__init__(daemon=True)
-        self.stream, self.data, self.lock = stream, bytearray(), threading.Lock()
-
-    def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read1(65536), b""):
-            with self.lock:
-                self.data += chunk
-
-    def contains(self, pattern: re.Pattern) -> bool:
-        with self.lock:
-            return pattern.search(self.data) is not None
-
-    def text(self) -> str:
-        with self.lock:
-            return self.data.decode(errors="replace")
-
-
-def _interrupted(data_root: Path, tmp_path: Path, epochs: int, sig: int,
-                 extra: tuple[str, ...] = ()) -> tuple[Path, int]:
-    """Start a run, send `sig` once its progress bar shows 2 batches of the second epoch done, then resume
-    it to the end. The interrupted checkpoint's position is kept in `interrupted_at.json`."""
-    run_dir = tmp_path / f"signal{sig}"
-    overrides = [*(o for o in tiny_overrides(data_root) if not o.startswith("callbacks.progress=")),
-                 "callbacks.progress=tqdm", "data.batch_size=2", f"trainer.max_epochs={epochs}",
-                 "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", *extra]
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
-    process = subprocess.Popen([sys.executable, "-m", "t2cr.cli.train", *overrides], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = _Output(process.stdout)
-    output.start()
-    # the bar is drawn after each training batch: "Epoch 1:  33%|###   | 2/6 [...]"
-    progress = re.compile(rb"Epoch 1:\s+\d+%\|[^|]*\|\s*2/\d+")
-    try:
-        deadline = time.monotonic() + 600
-        while not output.contains(progress):
-            assert process.poll() is None and time.monotonic() < deadline, output.text()[-4000:]
-            time.sleep(0.01)
-        process.send_signal(sig)
-        process.wait(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output.join(timeout=10)
-    assert not (run_dir / "metrics.json").exists(), "the run finished before the signal"
-    code = process.returncode
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    where = {"global_step": saved["global_step"], "epoch": saved["epoch"],
-             "in_epoch": saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]}
-    (run_dir / "interrupted_at.json").write_text(json.dumps(where))
-    run_cli("train", [*overrides, "resume=true"], cwd=tmp_path)
-    # a "resume" that started again from scratch would reach the same weights (training is deterministic):
-    # the resumed process must have trained only the steps after the checkpoint
-    assert_resumed_from(run_dir, where["global_step"])
-    return run_dir, code
-
-
-def _interruption(run_dir: Path) -> dict:
-    return json.loads((run_dir / "interrupted_at.json").read_text())
-
-
-def _assert_mid_epoch(where: dict, steps_per_epoch: int) -> None:
-    """Saved inside an epoch, at the step the signal found: not the last epoch-end checkpoint."""
-    assert 0 < where["in_epoch"] < steps_per_epoch, f"not saved inside an epoch: {where}"
-    assert where["global_step"] % steps_per_epoch != 0, where
-    assert where["global_step"] == where["epoch"] * steps_per_epoch + where["in_epoch"], where
-
-
-def _same_result(a: Path, b: Path) -> None:
-    ma, mb = read_metrics(a), read_metrics(b)
-    assert ma["global_step"] == mb["global_step"]
-    for key in ("test/spearman", "test/rl2", "test/l2"):
-        assert ma[key] == pytest.approx(mb[key], rel=1e-6), key
-    # the learning curve of a resumed run includes the epochs validated before the stop
-    assert [p["epoch"] for p in ma["curve"]] == [p["epoch"] for p in mb["curve"]], (ma["curve"], mb["curve"])
-    for pa, pb in zip(ma["curve"], mb["curve"]):
-        assert pa["val/spearman"] == pytest.approx(pb["val/spearman"], rel=1e-6, nan_ok=True), (pa, pb)
-    sa = torch.load(a / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    sb = torch.load(b / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert sa.keys() == sb.keys()
-    for name in sa:
-        torch.testing.assert_close(sa[name], sb[name], rtol=1e-6, atol=1e-7, msg=name)
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_matches_the_uninterrupted_run(data_root, tmp_path):
-    epochs = 4
-    straight = _uninterrupted(data_root, tmp_path, epochs)
-    steps_per_epoch = read_metrics(straight)["global_step"] // epochs
-    resumed, code = _interrupted(data_root, tmp_path, epochs, sig=signal.SIGKILL)
-    assert code == -signal.SIGKILL
-    where = _interruption(resumed)  # the first epoch's checkpoint: the killed epoch is trained again
-    assert where["global_step"] == steps_per_epoch == where["in_epoch"] > 2, where
-    _same_result(resumed, straight)
-
-
-@pytest.mark.slow
-def test_sigterm_saves_mid_epoch_and_resumes_exactly(data_root, tmp_path):
-    epochs = 4
-    every_epoch = ("trainer.check_val_every_n_epoch=1",)  # a validated epoch before the stop, for the curve
-    straight = _uninterrupted(data_root, tmp_path, epochs, every_epoch)
-    steps_per_epoch = read_metrics(straight)["global_step"] // epochs
-    resumed, code = _interrupted(data_root, tmp_path, epochs, signal.SIGTERM, every_epoch)
-    assert code == 0  # saved and exited cleanly
-    _assert_mid_epoch(_interruption(resumed), steps_per_epoch)
-    assert [p["epoch"] for p in read_metrics(resumed)["curve"]] == [0, 1, 2, 3]
-    _same_result(resumed, straight)
-
-
-@pytest.mark.slow
-def test_ddp_run_killed_or_terminated_resumes_to_the_uninterrupted_result(data_root, tmp_path):
-    """2 gloo processes, one pair each: SIGKILL and SIGTERM inside an epoch, then resume=true."""
-    ddp = ("trainer=ddp_cpu",)
-    epochs = 4
-    straight = _uninterrupted(data_root, tmp_path, epochs, ddp)
-    steps_per_epoch = read_metrics(straight)["global_step"] // epochs
-    killed, code = _interrupted(data_root, tmp_path, epochs, signal.SIGKILL, ddp)
-    assert code == -signal.SIGKILL
-    assert _interruption(killed)["global_step"] == steps_per_epoch > 2
-    _same_result(killed, straight)
-    terminated, code = _interrupted(data_root, tmp_path, epochs, signal.SIGTERM, ddp)
-    assert code == 0  # every rank saved and exited cleanly
-    _assert_mid_epoch(_interruption(terminated), steps_per_epoch)
-    _same_result(terminated, straight)
+# The resume tests (kill points, signals, processes, workers, schedules): tests/test_resume_exact.py
 
 
 # ------------------------------------------------------------------------------------ DDP faults

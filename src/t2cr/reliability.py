@@ -191,7 +191,11 @@ class LastEveryEpoch(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str | Path) -> None:
-        super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, save_on_train_epoch_end=True)
+        # no version counter: after a resume from a checkpoint saved inside the first epoch (by SIGTERM, before
+        # this callback had written anything) Lightning took the existing last.ckpt for another run's and wrote
+        # last-v1.ckpt beside it, leaving the stale last.ckpt for the next resume=true
+        super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer):

@@ -148,6 +148,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
         dirpath=directory, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=cfg.callbacks.monitor, mode="max", save_top_k=1, save_last=False, every_n_epochs=1,
         save_on_train_epoch_end=True,
+        enable_version_counter=False,  # a resumed run writes its best epoch's file again, never best-...-v1.ckpt
     )
     last = LastEveryEpoch(directory)
     callbacks: list[Callback] = [best, last, SaveOnSigterm(run_dir / "checkpoints" / "last.ckpt"), ResumePosition(),
