@@ -46,6 +46,7 @@ class Mutant:
 
 REL = "tests/test_reliability.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
+GATHER = "tests/test_gather_batch.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
 MUTANTS = (
     # ------------------------------------------------------------------ SIGTERM / SIGINT save
     Mutant("sigterm-save", "SIGTERM save: SaveOnSigterm.on_exception saves nothing", "reliability.py",
@@ -75,8 +76,8 @@ MUTANTS = (
            ("tests/test_loading.py::test_loader_workers_leave_sigterm_and_sigint_to_the_training_process",
             RESUME + "[1p-group-sigterm-later-epoch]"), slow=False),
     Mutant("worker-exit", "group signal: a process waits for its workers at exit (they ignore SIGTERM)",
-           "data/loading.py", "                atexit.register(_end_workers, weakref.ref(self._iterator))\n",
-           "                pass\n",
+           "data/loading.py", "            atexit.register(_end_workers, weakref.ref(iterator))\n",
+           "            pass\n",
            ("tests/test_loading.py::test_a_process_ends_without_waiting_for_its_workers",), slow=False),
     Mutant("last-versioned", "exact resume: a resumed run writes last-v1.ckpt beside a SIGTERM checkpoint",
            "reliability.py", "save_on_train_epoch_end=True,\n                         enable_version_counter=False)",
@@ -87,6 +88,10 @@ MUTANTS = (
            "        pass\n",
            (REL + "test_each_step_draws_from_generators_seeded_by_seed_step_and_rank",
             RESUME + "[1p-dropout-sigterm]")),
+    # ------------------------------------------------------------------ torch versions
+    Mutant("gather-fallback", "older torch: the fallback all-gather's backward keeps only this process's gradient",
+           "distributed.py", "        dist.all_reduce(grad)\n        return grad[ctx.start", "        return grad[ctx.start",
+           (GATHER + "[fallback]",), slow=False),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
            "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"

@@ -92,9 +92,12 @@ def test_a_stop_signal_stops_before_the_next_batch_and_says_which(signum, tmp_pa
     callback, trainer = SaveOnSigterm(tmp_path / "last.ckpt"), _one_process()
     callback.on_train_start(trainer, None)  # installs the handlers
     callback.on_train_batch_start(trainer, None, None, 0)  # nothing received: trains on
-    os.kill(os.getpid(), signum)  # delivered to this (the main) thread's handler
-    with pytest.raises(StopRequested) as stop:
-        callback.on_train_batch_start(trainer, None, None, 1)
+    try:
+        os.kill(os.getpid(), signum)  # delivered to this (the main) thread's handler
+        with pytest.raises(StopRequested) as stop:
+            callback.on_train_batch_start(trainer, None, None, 1)
+    except KeyboardInterrupt:
+        pytest.fail("SIGINT reached Python's default handler: the run would stop mid-step without saving")
     assert stop.value.signum == signum and isinstance(stop.value, SIGTERMException)  # the save path
 
 

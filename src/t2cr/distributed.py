@@ -17,9 +17,10 @@ over the global batch, as long as every process holds as many samples (the train
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as collectives
 from pytorch_lightning.plugins import LayerSync
 from torch import Tensor, nn
 
@@ -38,9 +39,41 @@ def gather_batch(local: Tensor) -> tuple[Tensor, int]:
     row where this process's own rows start. Outside DDP: (local, 0)."""
     if world_size() == 1:
         return local, 0
-    # torch's differentiable all-gather (the backward sums every process's gradient of this process's rows)
-    everyone = collectives.all_gather_single_autograd(local.contiguous(), 0, dist.group.WORLD)
+    newer = _torch_all_gather_autograd()
+    if newer is not None:  # torch's own (the backward sums every process's gradient of this process's rows)
+        everyone = newer(local.contiguous(), 0, dist.group.WORLD)
+    else:
+        everyone = _AllGatherRows.apply(local)
     return everyone, dist.get_rank() * local.shape[0]
+
+
+def _torch_all_gather_autograd() -> Callable | None:
+    """torch's differentiable all-gather where this torch has it (a private function of recent releases)."""
+    try:
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+    except ImportError:
+        return None
+    return all_gather_single_autograd
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Every process's rows in rank order, differentiable, from public collectives of every backend: the
+    backward sums the gradient every process computed for the whole gathered tensor, and keeps this process's
+    rows. Used where torch lacks `all_gather_single_autograd` (older releases)."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor) -> Tensor:
+        local = local.contiguous()
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local)
+        ctx.start, ctx.rows = dist.get_rank() * local.shape[0], local.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start:ctx.start + ctx.rows]
 
 
 def _global_sum(value: Tensor) -> Tensor:

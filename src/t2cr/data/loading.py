@@ -53,12 +53,6 @@ class _StartsOnFirstBatch(Iterator):
     def __next__(self) -> Any:
         if self._iterator is None:
             self._iterator = self._start()
-            # persistent workers: the loader hands out the same iterator every epoch, registered once
-            if isinstance(self._iterator, _MultiProcessingDataLoaderIter) and not hasattr(self._iterator, "_t2cr_exit"):
-                self._iterator._t2cr_exit = True
-                # registered after torch's own exit hook, so it runs before it (torch's makes shutting down a
-                # no-op) and before multiprocessing's join of the workers
-                atexit.register(_end_workers, weakref.ref(self._iterator))
         return next(self._iterator)
 
 
@@ -72,3 +66,12 @@ class DeferredLoader(DataLoader):
 
     def __iter__(self) -> Iterator:
         return _StartsOnFirstBatch(super().__iter__)
+
+    def _get_iterator(self) -> Iterator:
+        # torch makes an iterator here: once per loader with persistent workers, else once per epoch
+        iterator = super()._get_iterator()
+        if isinstance(iterator, _MultiProcessingDataLoaderIter):
+            # registered after torch's own exit hook, so it runs before it (torch's makes shutting down a no-op)
+            # and before multiprocessing's join of the workers
+            atexit.register(_end_workers, weakref.ref(iterator))
+        return iterator
