@@ -92,6 +92,14 @@ MUTANTS = (
     Mutant("gather-fallback", "older torch: the fallback all-gather's backward keeps only this process's gradient",
            "distributed.py", "        dist.all_reduce(grad)\n        return grad[ctx.start", "        return grad[ctx.start",
            (GATHER + "[fallback]",), slow=False),
+    Mutant("cudnn-tf32", "precision: highest leaves cuDNN convolutions in TF32", "cli/common.py",
+           '    torch.backends.cudnn.allow_tf32 = value != "highest"\n', "",
+           ("tests/test_run_settings.py::test_matmul_precision_sets_matmuls_and_cudnn_convolutions_alike",),
+           slow=False),
+    # ------------------------------------------------------------------ cluster runs
+    Mutant("slurm-resume", "SLURM: a requeued job with resume=false starts again over its last.ckpt", "devices.py",
+           '    if str(resume) != "auto":\n', "    if False:\n",
+           ("tests/test_configs.py::test_slurm_launcher_refuses_what_it_cannot_reserve",), slow=False),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
            "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"

@@ -70,7 +70,7 @@ def _slurm(*overrides):
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "trainer=ddp", *overrides])
+                      overrides=["hydra/launcher=slurm", "trainer=ddp", "resume=auto", *overrides])
     return cfg.hydra.launcher
 
 
@@ -92,6 +92,9 @@ def test_slurm_launcher_config_composes():
     ([], "set trainer.cpus_per_process="),  # auto: SLURM must reserve a number
     (["trainer.devices=4", "trainer.cpus_per_process=2", "experiment=mtl_aqa_dd"],
      "data.batch_size=2 and data.eval_batch_size=2 are global .* 4 processes"),
+    # a requeued job must continue, not start again over its own last.ckpt
+    (["trainer.cpus_per_process=2", "data.eval_batch_size=4", "resume=false"], r"pass resume=auto .*\(resume=False"),
+    (["trainer.cpus_per_process=2", "data.eval_batch_size=4", "resume=true"], r"pass resume=auto .*\(resume=True"),
 ])
 def test_slurm_launcher_refuses_what_it_cannot_reserve(overrides, refusal):
     launcher = _slurm(*overrides)

@@ -245,3 +245,20 @@ def test_the_bank_goes_into_final_and_new_best_checkpoints_only(tmp_path, monkey
     assert BANK_KEY in save(epoch=4, step=50) and len(built) == 1
     assert BANK_KEY in save(epoch=4, step=50) and len(built) == 1  # last.ckpt of the same step shares it
     assert BANK_KEY in save(epoch=9, step=100) and len(built) == 2  # the final epoch
+
+
+@pytest.mark.parametrize(("value", "tf32"), [("highest", False), ("high", True), ("medium", True)])
+def test_matmul_precision_sets_matmuls_and_cudnn_convolutions_alike(value, tf32):
+    """highest is exact fp32 for I3D's convolutions too (cuDNN's own flag is TF32 by default)."""
+    from t2cr.cli.common import set_matmul_precision
+
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = not tf32  # the opposite, so that an ignored setting shows
+        set_matmul_precision(value)
+        assert torch.get_float32_matmul_precision() == value
+        assert torch.backends.cuda.matmul.allow_tf32 is (value != "highest")
+        assert torch.backends.cudnn.allow_tf32 is tf32
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]

@@ -196,6 +196,16 @@ def slurm_cpus_per_task(cpus: Any) -> int:
     return cpus_per_process(cpus, 1)
 
 
+def slurm_requeues(resume: Any, requeues: int) -> int:
+    """`max_num_timeout` of hydra/launcher=slurm, once `resume` lets a requeued job continue: with resume=false
+    it would start again from epoch 0 and write over the last.ckpt it could have continued from."""
+    if str(resume) != "auto":
+        raise UserError(f"hydra/launcher=slurm requeues a job that reaches its time limit (up to {requeues} times): "
+                        f"pass resume=auto so that the requeued job continues from its last.ckpt (resume={resume} "
+                        "would start it again from epoch 0 and write over that checkpoint)")
+    return int(requeues)
+
+
 class LaunchCheck(Callback):
     """Before a sweep submits anything: the launcher's settings resolve, or the sweep stops with the
     command's one-line error (exit 2). Hydra would otherwise print the resolver's error under a long
@@ -214,6 +224,7 @@ class LaunchCheck(Callback):
                 raise cause from None
 
 
-for _name, _resolver in {"t2cr_slurm_tasks": slurm_tasks_per_node, "t2cr_slurm_cpus": slurm_cpus_per_task}.items():
+for _name, _resolver in {"t2cr_slurm_tasks": slurm_tasks_per_node, "t2cr_slurm_cpus": slurm_cpus_per_task,
+                         "t2cr_slurm_requeues": slurm_requeues}.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

@@ -117,11 +117,16 @@ def warn(command: str, message: str) -> None:
 
 
 def set_matmul_precision(value: str) -> None:
-    """`torch.set_float32_matmul_precision`: highest is the paper's fp32; high uses TF32 on Ampere+ GPUs."""
+    """float32 matmuls and cuDNN convolutions: highest is the paper's exact fp32 for both; high (and medium)
+    allow TF32 on Ampere+ GPUs for both (medium: bf16 matmuls)."""
     if value not in MATMUL_PRECISIONS:
         raise UserError(f"trainer.matmul_precision={value!r} is not one of {', '.join(MATMUL_PRECISIONS)} "
-                        "(highest: exact fp32 as the paper; high: TF32 matmuls on Ampere+ GPUs, faster)")
+                        "(highest: exact fp32 as the paper; high: TF32 matmuls and convolutions on Ampere+ GPUs, "
+                        "faster)")
     torch.set_float32_matmul_precision(value)
+    # cuDNN convolutions (all of I3D) follow their own flag, TF32 by default; the legacy flag on purpose: it
+    # exists on every torch we support, and mixing it with the newer per-operator API is refused by torch
+    torch.backends.cudnn.allow_tf32 = value != "highest"
 
 
 def precision_context(precision: str, device: str | torch.device) -> AbstractContextManager[object]:
