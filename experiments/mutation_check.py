@@ -76,7 +76,7 @@ MUTANTS = (
            ("tests/test_loading.py::test_loader_workers_leave_sigterm_and_sigint_to_the_training_process",
             RESUME + "[1p-group-sigterm-later-epoch]"), slow=False),
     Mutant("worker-exit", "group signal: a process waits for its workers at exit (they ignore SIGTERM)",
-           "data/loading.py", "            atexit.register(_end_workers, weakref.ref(iterator))\n",
+           "data/loading.py", "            atexit.register(_end_workers, weakref.ref(iterator), list(iterator._workers))\n",
            "            pass\n",
            ("tests/test_loading.py::test_a_process_ends_without_waiting_for_its_workers",), slow=False),
     Mutant("last-versioned", "exact resume: a resumed run writes last-v1.ckpt beside a SIGTERM checkpoint",

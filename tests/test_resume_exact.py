@@ -85,8 +85,8 @@ class Kill:
 
 ONE = Setting()  # 1 process, 2 workers, cosine, validation every epoch
 ONE_PLAIN = Setting(workers=0, schedule="constant", val_every=2)
-TWO = Setting(processes=2, workers=0, schedule="cosine", val_every=2)  # the DDP setting
-TWO_WORKERS = Setting(processes=2, workers=2, schedule="constant", val_every=1)
+TWO = Setting(processes=2, workers=2, schedule="cosine", val_every=2)  # the DDP setting
+TWO_PLAIN = Setting(processes=2, workers=0, schedule="constant", val_every=1)
 DROPOUT = Setting(extra=("model.decoder.dropout=0.3",))
 
 slow = pytest.mark.slow
@@ -105,9 +105,9 @@ CASES = [
     pytest.param(ONE_PLAIN, Kill("train_batch", 1, 1, "SIGINT", "group"), id="1p-ctrl-c", marks=slow),
     pytest.param(DROPOUT, Kill("train_batch", 1, 2, "SIGTERM"), id="1p-dropout-sigterm", marks=slow),
     pytest.param(TWO, Kill("train_batch", 2, 2), id="2p-sigkill-rank0-later-epoch", marks=slow),
-    pytest.param(TWO_WORKERS, Kill("train_batch", 1, 1, "SIGTERM", rank=1), id="2p-sigterm-rank1-only",
+    pytest.param(TWO_PLAIN, Kill("train_batch", 1, 1, "SIGTERM", rank=1), id="2p-sigterm-rank1-only",
                  marks=slow),
-    pytest.param(TWO_WORKERS, Kill("train_batch", 2, 0, "SIGTERM", "group"), id="2p-group-sigterm-with-workers",
+    pytest.param(TWO, Kill("train_batch", 2, 0, "SIGTERM", "group"), id="2p-group-sigterm-with-workers",
                  marks=slow),
 ]
 

@@ -28,6 +28,7 @@ from t2cr.bank import resolve_pool
 from t2cr.data.frames import linspace_indices
 from t2cr.data.transforms import TransformConfig, VideoTransform
 from t2cr.models.t2cr import T2CR
+from t2cr.optional import require
 
 TARGETS = ("final", "direct", "contrastive")
 BASELINES = ("black", "blur")
@@ -158,7 +159,7 @@ def attribute(model: T2CR, bank: dict[str, Any], video: torch.Tensor, pool: obje
     the settings. `internal_batch_size` interpolation steps go through the model at a time, so the
     memory does not grow with `steps`.
     """
-    from captum.attr import IntegratedGradients
+    IntegratedGradients = require("captum.attr", "t2cr-explain (Integrated Gradients)", "captum").IntegratedGradients
 
     if video.dim() != 5 or video.shape[0] != 1 or video.shape[1] != 3:
         raise ValueError(f"video must be (1, 3, T, H, W), got {tuple(video.shape)}")
@@ -300,7 +301,7 @@ def save_attributions(path: str | Path, attributions: torch.Tensor, info: dict[s
 
 def log_to_wandb(png: Path, output_dir: Path, info: dict[str, Any], project: str, name: str) -> str:
     """Log the figure and the numbers to an offline W&B run under output_dir; returns the run folder."""
-    import wandb
+    wandb = require("wandb", "logging the explanation to W&B")
 
     run = wandb.init(project=project, name=name, dir=str(output_dir), mode="offline", job_type="explain",
                      config={k: v for k, v in info.items() if isinstance(v, (int, float, str)) or v is None})

@@ -24,6 +24,7 @@ from t2cr.distributed import GlobalBatchNorm
 from t2cr.features import ClipFeatures
 from t2cr.io import write_text
 from t2cr.launch import exit_with_parent, launch_local_ranks
+from t2cr.optional import require
 from t2cr.quiet import quiet_third_party
 from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm, SeedEachStep
 from t2cr.schemas import register as register_schemas
@@ -73,6 +74,8 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = 
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     if kind == "wandb":
         from pytorch_lightning.loggers import WandbLogger
+
+        require("wandb", "logger=wandb (use logger=csv or logger=none to run without it)")
 
         id_file = run_dir / WANDB_ID_FILE
         if id_file.is_file():

@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 
 import torch
 
+from t2cr.optional import MissingPackage
+
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
@@ -56,7 +58,7 @@ def user_error_message(error: BaseException) -> str | None:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    if isinstance(error, UserError):
+    if isinstance(error, (UserError, MissingPackage)):
         return str(error)
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required value"

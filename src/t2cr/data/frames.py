@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from t2cr.data.samples import Sample
+from t2cr.optional import require
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -113,7 +114,7 @@ class VideoFileSource:
         return self.root / video_name(self.pattern, sample)
 
     def frame_count(self, sample: Sample) -> int:
-        import av
+        av = require("av", "reading video files", "av")
 
         path = self._existing(sample)
         with av.open(str(path)) as container:
@@ -144,7 +145,7 @@ class VideoFileSource:
 
 def decode_video(path: str | Path, last_frame: int | None = None) -> list[np.ndarray]:
     """Frames of a video file decoded with PyAV, stopping after `last_frame` when given."""
-    import av
+    av = require("av", "reading video files", "av")
 
     path = Path(path)
     if not path.is_file():

@@ -40,10 +40,14 @@ def worker_start(worker_id: int) -> None:
         pl_worker_init_function(worker_id)
 
 
-def _end_workers(iterator: weakref.ref) -> None:
+def _end_workers(iterator: weakref.ref, workers: list) -> None:
     alive = iterator()
     if alive is not None:
         alive._shutdown_workers()
+    for worker in workers:  # one its iterator did not end: multiprocessing's SIGTERM would not either
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 class _StartsOnFirstBatch(Iterator):
@@ -73,5 +77,5 @@ class DeferredLoader(DataLoader):
         if isinstance(iterator, _MultiProcessingDataLoaderIter):
             # registered after torch's own exit hook, so it runs before it (torch's makes shutting down a no-op)
             # and before multiprocessing's join of the workers
-            atexit.register(_end_workers, weakref.ref(iterator))
+            atexit.register(_end_workers, weakref.ref(iterator), list(iterator._workers))
         return iterator

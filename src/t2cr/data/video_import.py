@@ -62,6 +62,7 @@ from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
 from t2cr.io import atomic_write, file_lock, read_json, remove_temporaries, temporary_path, write_json
+from t2cr.optional import require
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def missing_videos(jobs: Sequence[VideoJob]) -> list[VideoJob]:
 
 def decoded_frames(path: Path, threads: int = 0) -> Iterator[Any]:
     """The video's frames (av.VideoFrame) in decoding order; `threads` decoder threads (0: FFmpeg chooses)."""
-    import av
+    av = require("av", "reading video files", "av")
 
     try:
         container = av.open(str(path))
@@ -122,7 +123,7 @@ def decoded_frames(path: Path, threads: int = 0) -> Iterator[Any]:
 def count_packets(path: Path) -> int:
     """The video's frame count from its packets, read without decoding. Containers' own frame counts are often
     wrong (AVI, variable frame rates); this one is checked against the decoded count all the same."""
-    import av
+    av = require("av", "reading video files", "av")
 
     try:
         with av.open(str(path)) as container:
