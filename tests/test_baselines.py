@@ -26,7 +26,7 @@ from t2cr.models.core import CoRe, CoReConfig, RegressionTree, assign_groups, gr
 from t2cr.models.t2cr import ClipConfig, PairOutput, VideoEncoding
 from t2cr.models.usdl import MUSDL, USDL, DistributionEncoding, MUSDLConfig, USDLConfig, middle_judges_sum
 from t2cr.module import T2CRModule
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 FRAMES = 24
 

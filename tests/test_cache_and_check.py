@@ -440,7 +440,7 @@ def test_prepare_cli_refuses_without_cache_dir(pristine_events, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from t2cr.cli.prepare import prepare as prepare_command
-    from t2cr.run import CONF_DIR
+    from t2cr.resources import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="prepare", overrides=cli_data_args(pristine_events))

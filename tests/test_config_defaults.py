@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 from t2cr.schemas import METHOD_SCHEMAS, SCHEMAS
 
 

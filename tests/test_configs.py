@@ -12,7 +12,8 @@ from t2cr.losses import LossConfig
 from t2cr.methods import method_of
 from t2cr.models.t2cr import T2CR, T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig
-from t2cr.run import CONF_DIR, build_trainer
+from t2cr.resources import CONF_DIR
+from t2cr.run import build_trainer
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
           for group in ("data", "model", "loss", "optim", "trainer", "logger", "callbacks", "variant", "experiment")}

@@ -24,7 +24,7 @@ from t2cr.devices import (
     loader_workers,
     processes_per_node,
 )
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 PATHS = ["data.annotations=/data/annotations", "data.root=/data/frames", "model.backbone.checkpoint=/w/model_rgb.pth"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,9 +28,9 @@ from t2cr.methods import method_of
 from t2cr.metrics import fisher_z_mean
 from t2cr.models.t2cr import T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
-REPO = CONF_DIR.parent
+REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 PATHS = ["data.annotations=a", "data.root=b", "model.backbone.checkpoint=c"]

@@ -291,7 +291,8 @@ def test_a_dataset_sample_key_can_be_explained(tiny_synthetic):
     from hydra import compose, initialize_config_dir
 
     from t2cr.cli.explain import _input_frames
-    from t2cr.run import CONF_DIR, build_datamodule
+    from t2cr.resources import CONF_DIR
+    from t2cr.run import build_datamodule
 
     overrides = ["ckpt_path=x.ckpt", f"data.synthetic.root={tiny_synthetic}", "data.synthetic.num_train=12",
                  "data.synthetic.num_test=7", "data.synthetic.num_events=2", "data.synthetic.height=32",

@@ -12,7 +12,7 @@ from t2cr.cli.prepare import cache_for_accelerator
 from t2cr.config import to_dataclass
 from t2cr.data.cache import cache_status, resolve_cache_dir
 from t2cr.data.config import DataConfig
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 
 def compose_run(*overrides: str):

@@ -39,7 +39,7 @@ from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from t2cr.models.t2cr import T2CRConfig, build_clip_plans
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 HEIGHT, WIDTH = 24, 32  # written frames; equal to data.transform.resize, so nothing is resized
 CROP = 20

@@ -13,7 +13,7 @@ from t2cr.config import to_dataclass
 from t2cr.data import packaged
 from t2cr.data.annotations import read_annotations
 from t2cr.data.config import DataConfig
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 COUNTS = {"mtl_aqa": (1059, 353), "finediving": (2251, 749)}
 

@@ -29,7 +29,7 @@ from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import DataCheckError, PairDataModule
 from t2cr.data.exemplars import EmptyPoolError
 from t2cr.data.samples import Sample
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FOUND, TEST_FOUND = 1059, 353  # MTL-AQA split 0, as the packaged files list it

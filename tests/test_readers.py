@@ -24,7 +24,7 @@ from t2cr.data.frames import JpegFolderSource
 from t2cr.data.jigsaws import read_jigsaws
 from t2cr.data.reading import SampleReader
 from t2cr.data.transforms import TransformConfig, VideoTransform
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 
 def _load(path: Path):

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from t2cr.cli.tables import build_parser
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 from t2cr.sweeps import split_top_level
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -24,7 +24,8 @@ from t2cr.cli.common import UserError
 from t2cr.cli.run_settings import effective_settings
 from t2cr.cli.train import run_settings
 from t2cr.module import T2CRModule
-from t2cr.run import CONF_DIR, build_datamodule
+from t2cr.resources import CONF_DIR
+from t2cr.run import build_datamodule
 
 TRAINED_SEED = 3  # not eval.yaml's default seed (0): only the checkpoint can supply it
 

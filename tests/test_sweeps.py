@@ -56,7 +56,8 @@ TASK = textwrap.dedent("""
     from pathlib import Path
     import hydra
     from hydra.core.hydra_config import HydraConfig
-    from t2cr.run import CONF_DIR, build_logger
+    from t2cr.resources import CONF_DIR
+    from t2cr.run import build_logger
     from t2cr.sweeps import wandb_identity
 
     @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

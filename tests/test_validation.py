@@ -19,7 +19,7 @@ from t2cr.losses import LossConfig
 from t2cr.models.backbones import BackboneConfig, build_backbone
 from t2cr.models.i3d import I3D, CheckpointMismatchError
 from t2cr.models.t2cr import T2CR
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 
 @pytest.fixture(scope="module")

@@ -347,7 +347,7 @@ def test_bad_input_is_one_clear_error(data):
 def compose_prepare(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from t2cr.run import CONF_DIR
+    from t2cr.resources import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="prepare", overrides=list(overrides))

@@ -66,7 +66,7 @@ from t2cr.losses import LossConfig
 from t2cr.models.backbones import BackboneConfig
 from t2cr.models.t2cr import ClipConfig, T2CRConfig, build_clip_plans
 from t2cr.module import OptimConfig, RuntimeConfig, T2CRModule
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 # relative to the largest |prediction|: final scores are fp32 throughout and the three methods differ only in
 # batching; cuDNN's choice of algorithm per batch shape changes fp32 results at about 1e-6 relative, never 1e-4

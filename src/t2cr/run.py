@@ -31,7 +31,6 @@ from t2cr.schemas import register as register_schemas
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register_schemas()  # conf/<group>/*.yaml extend the dataclass schemas: t2cr.schemas
 WANDB_ID_FILE = "wandb_run_id.txt"
 

@@ -19,9 +19,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from t2cr.resources import EXPERIMENTS_DIR
+
 SWEEP_VARYING_VAR = "T2CR_SWEEP_VARYING"
 MAX_DIRNAME = 120
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def split_top_level(text: str) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from t2cr.metrics import fisher_z_mean
+from t2cr.resources import CONF_DIR, PAPER_RESULTS
 
 __all__ = [
     "Deviation",
@@ -63,19 +64,14 @@ SKIP_DIRS = {".hydra", "wandb", "checkpoints", "csv", "__pycache__", ".git"}
 #: runs of another dataset are counted, and this many named
 SHOW_SKIPPED = 10
 _MISSING = object()
-#: the repository's Hydra configs (t2cr.run.CONF_DIR, without importing Lightning): the settings runs are
-#: compared with (an experiment's trainer.max_epochs, a data config's resize and crop)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 # ----------------------------------------------------------------------------------------- loading
 
 
 def default_paper_results_path() -> Path:
-    """``experiments/paper_results.yaml`` of the repository this package is installed from (editable),
-    else of the current folder."""
-    here = Path(__file__).resolve().parents[2] / "experiments" / "paper_results.yaml"
-    return here if here.is_file() else Path.cwd() / "experiments" / "paper_results.yaml"
+    """``experiments/paper_results.yaml`` as shipped inside the package (the repository's, in a checkout)."""
+    return PAPER_RESULTS
 
 
 def load_paper_results(path: str | Path | None = None) -> dict[str, Any]:

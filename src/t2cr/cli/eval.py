@@ -26,8 +26,8 @@ from t2cr.devices import check_global_batches
 from t2cr.io import write_json
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
+from t2cr.resources import CONF_DIR
 from t2cr.run import (
-    CONF_DIR,
     build_datamodule,
     build_trainer,
     start_other_ranks,

@@ -37,7 +37,7 @@ from t2cr.explain import (
     save_attributions,
     shown_frames,
 )
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 
 def _same_input(bank_a: dict[str, Any], bank_b: dict[str, Any]) -> None:

@@ -36,7 +36,8 @@ from t2cr.data.video_import import (
     missing_videos,
     plan_videos,
 )
-from t2cr.run import CONF_DIR, build_datamodule
+from t2cr.resources import CONF_DIR
+from t2cr.run import build_datamodule
 
 SPLITS = ("train", "val", "test")
 SHOWN_SAMPLES = 20  # samples listed by name in a summary

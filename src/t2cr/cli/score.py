@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from t2cr.bank import ClipNeeds, read_scoring_video, resolve_pool, score_frames
 from t2cr.checkpoints import load_checkpoint
 from t2cr.cli.common import command, precision_context, set_matmul_precision, user_errors, warn
-from t2cr.run import CONF_DIR
+from t2cr.resources import CONF_DIR
 
 
 def score(cfg: DictConfig) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from t2cr.io import write_json
 from t2cr.launch import launched_externally
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
+from t2cr.resources import CONF_DIR
 from t2cr.run import (
-    CONF_DIR,
     ValidationCurve,
     build_callbacks,
     build_datamodule,
