@@ -100,6 +100,10 @@ MUTANTS = (
     Mutant("slurm-resume", "SLURM: a requeued job with resume=false starts again over its last.ckpt", "devices.py",
            '    if str(resume) != "auto":\n', "    if False:\n",
            ("tests/test_configs.py::test_slurm_launcher_refuses_what_it_cannot_reserve",), slow=False),
+    Mutant("port-race", "DDP rendezvous: the chosen port is released before the ranks bind it", "launch.py",
+           "    return LocalRanks(children, saved, store)\n", "    return LocalRanks(children, saved)\n",
+           ("tests/test_launch_watchdog.py::test_the_rendezvous_port_stays_bound_from_its_choice_to_the_end_of_the_job",),
+           slow=False),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
            "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"

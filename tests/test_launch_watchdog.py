@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from t2cr.launch import PARENT_PID_VAR
 
@@ -51,3 +52,57 @@ def test_a_rank_stops_when_rank0_dies_before_anyone_reaps_it(tmp_path):
         if _alive(rank1):
             os.kill(rank1, 9)
         rank0.wait()
+
+
+class _FinishedRank:
+    """Stands in for a started rank process: records its environment, has already exited cleanly."""
+
+    started: ClassVar[list[dict[str, str]]] = []
+
+    def __init__(self, command, env) -> None:
+        self.pid = 0
+        _FinishedRank.started.append(dict(env))
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self, timeout=None) -> int:
+        return 0
+
+
+def _bindable(port: int) -> bool:
+    import errno
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            assert error.errno == errno.EADDRINUSE
+            return False
+    return True
+
+
+def test_the_rendezvous_port_stays_bound_from_its_choice_to_the_end_of_the_job(monkeypatch, tmp_path):
+    """No other job can take the port between choosing it and the ranks' rendezvous: this process serves the
+    rendezvous store on it from the moment it is chosen, and every rank joins that store."""
+    import torch.distributed as dist
+
+    from t2cr import launch
+
+    for name in (*launch.EXTERNAL_LAUNCH_VARS, *launch.LocalRanks._VARS, "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launch.subprocess, "Popen", _FinishedRank)
+    _FinishedRank.started.clear()
+    ranks = launch.launch_local_ranks("t2cr.cli.train", tmp_path, "config", tmp_path, devices=3)
+    port = int(os.environ["MASTER_PORT"])
+    assert not _bindable(port)  # held, not merely chosen
+    assert os.environ[launch.AGENT_STORE_VAR] == "True"
+    assert [(env["MASTER_PORT"], env[launch.AGENT_STORE_VAR], env["LOCAL_RANK"]) for env in _FinishedRank.started] \
+        == [(str(port), "True", "1"), (str(port), "True", "2")]
+    client = dist.TCPStore("127.0.0.1", port, is_master=False)  # what each rank's rendezvous connects to
+    client.set("ready", "yes")
+    assert ranks.store.get("ready") == b"yes"
+    del client
+    ranks.finish()
+    assert _bindable(port) and launch.AGENT_STORE_VAR not in os.environ and "MASTER_PORT" not in os.environ

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 PARENT_PID_VAR = "T2CR_DDP_PARENT_PID"
+AGENT_STORE_VAR = "TORCHELASTIC_USE_AGENT_STORE"  # torch: the ranks join a store served by their launcher
 
 
 def exit_with_parent(poll_s: float = 1.0) -> None:
@@ -60,10 +60,15 @@ def launched_externally() -> bool:
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous_store(host: str):
+    """The job's rendezvous store, served by this process on a port the system picks as it binds it.
+
+    Every rank, this one included, joins it as a client (TORCHELASTIC_USE_AGENT_STORE, torch's switch for a
+    store an agent serves), so no port is chosen, closed and bound again later, when another job may have
+    taken it."""
+    from torch.distributed import TCPStore
+
+    return TCPStore(host, 0, is_master=True, wait_for_workers=False)
 
 
 def _watch(children: list[subprocess.Popen]) -> None:
@@ -89,10 +94,11 @@ class LocalRanks:
     process group must be gone before the next job starts.
     """
 
-    _VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+    _VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", AGENT_STORE_VAR)
 
-    def __init__(self, children: list[subprocess.Popen], saved_env: dict[str, str | None]) -> None:
+    def __init__(self, children: list[subprocess.Popen], saved_env: dict[str, str | None], store: object = None) -> None:
         self.children, self.saved_env = children, saved_env
+        self.store = store  # the rendezvous store this process serves until the job ends
 
     def finish(self, timeout: float = 300) -> None:
         import torch.distributed as dist
@@ -108,6 +114,7 @@ class LocalRanks:
                     child.kill()
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
+            self.store = None  # the port is released with it
             for name, value in self.saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
@@ -128,7 +135,9 @@ def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, ru
         raise ValueError("several nodes need a cluster launcher: use hydra/launcher=slurm (one task per "
                          "GPU) or torchrun, which start every process themselves")
     saved = {name: os.environ.get(name) for name in LocalRanks._VARS}
-    os.environ.update({"MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": str(_free_port()),
+    host = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    store = _rendezvous_store(host)
+    os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": str(store.port), AGENT_STORE_VAR: "True",
                        "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
     threads = threads or cpus_per_process("auto", devices)
     children = []
@@ -141,4 +150,4 @@ def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, ru
                    f"hydra.job.name=rank_{local_rank}"]
         children.append(subprocess.Popen(command, env=env))
     threading.Thread(target=_watch, args=(children,), daemon=True).start()
-    return LocalRanks(children, saved)
+    return LocalRanks(children, saved, store)
