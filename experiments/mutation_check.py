@@ -46,7 +46,7 @@ class Mutant:
 
 REL = "tests/test_reliability.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
-GATHER = "tests/test_gather_batch.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
+GATHER = "tests/test_distributed.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
 MUTANTS = (
     # ------------------------------------------------------------------ SIGTERM / SIGINT save
     Mutant("sigterm-save", "SIGTERM save: SaveOnSigterm.on_exception saves nothing", "reliability.py",
@@ -103,6 +103,11 @@ MUTANTS = (
     Mutant("port-race", "DDP rendezvous: the chosen port is released before the ranks bind it", "launch.py",
            "    return LocalRanks(children, saved, store)\n", "    return LocalRanks(children, saved)\n",
            ("tests/test_launch_watchdog.py::test_the_rendezvous_port_stays_bound_from_its_choice_to_the_end_of_the_job",),
+           slow=False),
+    Mutant("bn-merge", "GlobalBatchNorm: the variance ignores how far each process's mean lies from the global one",
+           "distributed.py", "        var = (m2s.sum(0) + (counts * (means - mean).pow(2)).sum(0)) / count\n",
+           "        var = m2s.sum(0) / count\n",
+           ("tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch",),
            slow=False),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
