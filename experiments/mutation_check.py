@@ -61,8 +61,7 @@ MUTANTS = (
            "    SIGNALS = (signal.SIGTERM, signal.SIGINT)\n", "    SIGNALS = (signal.SIGTERM,)\n",
            (REL + "test_a_stop_signal_stops_before_the_next_batch_and_says_which", RESUME + "[1p-ctrl-c]")),
     Mutant("stop-agreement", "SIGTERM save: the ranks do not agree on the stop (each stops on its own signal)",
-           "reliability.py", "        if trainer.world_size > 1:\n            flag = torch.tensor([float(received)]",
-           "        if False:\n            flag = torch.tensor([float(received)]",
+           "reliability.py", "            received = pl_module.agreed_stop\n", "            pass\n",
            (RESUME + "[2p-sigterm-rank1-only]",)),
     # ------------------------------------------------------------------ exact resume
     Mutant("loader-eager", "exact resume: loaders start reading when their iterator is made", "data/loading.py",
@@ -109,6 +108,14 @@ MUTANTS = (
            "        var = m2s.sum(0) / count\n",
            ("tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch",),
            slow=False),
+    # ------------------------------------------------------------------ host reads
+    Mutant("lightning-sigterm-broadcast", "host reads: Lightning's own per-step SIGTERM broadcast stays on",
+           "reliability.py", "            epoch_loop._broadcast_sigterm_tensor = _nothing\n", "            pass\n",
+           ("tests/test_distributed.py::test_a_training_step_reads_the_host_once[2]",), slow=False),
+    Mutant("progress-bar-read", "host reads: the progress bar reads the logged total loss again", "module.py",
+           "on_step=True, on_epoch=True, batch_size=size)\n",
+           'on_step=True, on_epoch=True, batch_size=size,\n                     prog_bar=name == "total")\n',
+           ("tests/test_distributed.py::test_a_training_step_reads_the_host_once[1]",), slow=False),
     # ------------------------------------------------------------------ atomic write
     Mutant("atomic-write", "atomic write: atomic_write writes the target itself", "io.py",
            "        write(temporary)\n        _fsync(temporary)\n        size = temporary.stat().st_size\n"

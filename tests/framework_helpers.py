@@ -28,10 +28,13 @@ def tiny_overrides(data_root: Path) -> list[str]:
 
 
 def run_cli(entry: str, overrides: list[str], cwd: Path, timeout: float = 900,
-            check: bool = True) -> subprocess.CompletedProcess:
+            check: bool = True, path: Path | None = None) -> subprocess.CompletedProcess:
+    """`path`: a folder put ahead on PYTHONPATH (e.g. tests/, for a test's own callbacks in callbacks.extra)."""
     env = {k: v for k, v in os.environ.items() if k not in ("T2CR_RUN_STAMP", "LOCAL_RANK", "WORLD_SIZE")}
     env["PYTHONWARNINGS"] = "ignore"
     env["WANDB_SILENT"] = "true"
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-m", f"t2cr.cli.{entry}", *overrides], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:

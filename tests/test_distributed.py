@@ -7,6 +7,7 @@ be the gradient of the sum of all processes' losses (what DDP optimises), worked
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -119,3 +120,23 @@ def test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch(tmp_pa
     for g in got:  # every process keeps the global running statistics
         torch.testing.assert_close(g["mean"], reference.running_mean, **close)
         torch.testing.assert_close(g["var"], reference.running_var, **close)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_training_step_reads_the_host_once(processes, tiny_synthetic, tmp_path):
+    """The default path (rich progress bar, SIGTERM agreement, finite check, GlobalBatchNorm under DDP): one
+    host read per training step on every process; logging steps (every trainer.log_every_n_steps, set beyond
+    the run here) add one per logged value."""
+    from framework_helpers import run_cli, tiny_overrides
+
+    overrides = [o for o in tiny_overrides(tiny_synthetic) if not o.startswith("callbacks.progress")]
+    run_cli("train", [*overrides, "callbacks.progress=rich", "data.batch_size=2", "trainer.max_epochs=1",
+                      "trainer.log_every_n_steps=1000", "test_best=false", f"hydra.run.dir={tmp_path / 'run'}",
+                      *(["trainer=ddp_cpu"] if processes > 1 else []),
+                      "+callbacks.extra.count._target_=host_reads.CountHostReads",
+                      f"+callbacks.extra.count.path={tmp_path / 'reads.json'}"],
+            cwd=tmp_path, path=Path(__file__).parent)
+    for rank in range(processes):
+        windows = json.loads((tmp_path / f"reads_rank{rank}.json").read_text())
+        assert len(windows) == 5  # 6 steps of one epoch: 5 whole windows between their ends
+        assert [w["host_reads"] for w in windows] == [1] * 5, windows

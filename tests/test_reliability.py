@@ -24,6 +24,7 @@ from t2cr.reliability import (
     NonFiniteLossError,
     SaveOnSigterm,
     SeedEachStep,
+    StepStatus,
     StopRequested,
     check_finite,
     step_seed,
@@ -75,7 +76,8 @@ def test_sampler_skips_the_batches_done_before_a_resume():
 
 
 def _one_process() -> SimpleNamespace:
-    return SimpleNamespace(world_size=1, is_global_zero=True, global_step=7, global_rank=0)
+    return SimpleNamespace(world_size=1, is_global_zero=True, global_step=7, global_rank=0,
+                           fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace()))
 
 
 @pytest.fixture
@@ -110,6 +112,20 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, stop_handlers):
     with pytest.raises(StopRequested):  # a SIGTERM after a Ctrl-C keeps the first signal's stop
         os.kill(os.getpid(), signal.SIGTERM)
         callback.on_train_batch_start(trainer, None, None, 0)
+
+
+@pytest.mark.parametrize(("values", "signals", "expected"), [
+    ([1.5, -0.25], [0, 0], (True, 0, 1.5)),  # the total (first here) read back exactly
+    ([1.5, float("nan")], [0, 0], (False, 0, None)),
+    ([float("inf"), 2.0], [0, 0], (False, 0, None)),
+    ([1.5, 2.0], [0, 3], (True, signal.SIGINT, None)),
+    ([1.5, 2.0], [1, 3], (True, signal.SIGTERM, None)),  # SIGTERM wins
+    ([float("nan"), 2.0], [1, 0], (False, signal.SIGTERM, None)),  # a stop and a broken step: both known
+])
+def test_a_step_status_carries_finiteness_stop_and_loss_in_one_read(values, signals, expected):
+    values = torch.tensor(values)
+    status = StepStatus.read(values[0], values, torch.tensor(signals, dtype=torch.float32))
+    assert (status.finite, status.stop, status.loss) == expected
 
 
 def test_each_step_draws_from_generators_seeded_by_seed_step_and_rank():

@@ -70,14 +70,16 @@ class Kill:
 
     def saved_step(self, setting: Setting) -> int:
         """The global step of the checkpoint the run leaves: a SIGKILL leaves the last epoch-end one; SIGTERM
-        and SIGINT save before the next training batch (after the validation they came in)."""
+        and SIGINT save before the next training batch (after the validation they came in), under DDP one
+        batch later (the processes learn of the signal from the next step's collective)."""
         if self.signal_name == "SIGKILL":
             return self.epoch * STEPS
+        later = 1 if setting.processes > 1 else 0
         if self.at == "train_batch":
-            return self.epoch * STEPS + self.batch + 1
+            return self.epoch * STEPS + self.batch + 1 + later
         if self.at == "epoch_start":
-            return self.epoch * STEPS
-        return (self.epoch + 1) * STEPS  # validation_batch: after the epoch's checkpoints
+            return self.epoch * STEPS + later
+        return (self.epoch + 1) * STEPS + later  # validation_batch: after the epoch's checkpoints
 
     def exit_code(self) -> int:
         return {"SIGKILL": -signal.SIGKILL, "SIGTERM": 0, "SIGINT": 128 + signal.SIGINT}[self.signal_name]

@@ -23,7 +23,7 @@ from t2cr.config import to_dataclass
 from t2cr.distributed import gather_batch
 from t2cr.losses import LossConfig
 from t2cr.methods import method_of
-from t2cr.reliability import check_finite
+from t2cr.reliability import StepStatus, check_finite
 
 if TYPE_CHECKING:
     from t2cr.features import FeatureTable
@@ -116,6 +116,10 @@ class T2CRModule(pl.LightningModule):
         self.best: dict[str, float] = {}
         self.group_names: list[str] = []  # AQA-7 classes / JIGSAWS tasks, set from the data module
         self.exemplar_bank: dict[str, Any] | None = None  # from a checkpoint: what t2cr-score votes with
+        # the stop signals this process received (StepStatus.SIGNALS order; summed over processes each step), the
+        # one the processes agreed on in the last step, and that step's global total loss (host values)
+        self.stop_signals = torch.zeros(len(StepStatus.SIGNALS))
+        self.agreed_stop, self.last_loss = 0, None
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu",
@@ -175,17 +179,29 @@ class T2CRModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        # the global batch's values (the mean over processes, one collective for all terms): logged, and
-        # checked once per step, so that a non-finite term on any process stops every process at this step
+        # one collective and one host read per step: the global batch's loss terms (the mean over processes:
+        # logged, and checked, so that a non-finite term on any process stops every process at this step) and
+        # the stop signals any process received (acted on before the next batch: t2cr.reliability.SaveOnSigterm)
         names = list(terms)
-        values = self.trainer.strategy.reduce(torch.stack([terms[name].detach().float() for name in names]),
-                                              reduce_op="mean")
-        check_finite(dict(zip(names, values)), self.global_step)
-        size = batch["query_score"].shape[0] * self.trainer.world_size
+        world = self.trainer.world_size
+        if self.stop_signals.device != self.device:  # once: a plain attribute (DDP would overwrite a buffer)
+            self.stop_signals = self.stop_signals.to(self.device)
+        local = torch.cat([torch.stack([terms[name].detach().float() for name in names]), self.stop_signals])
+        summed = self.trainer.strategy.reduce(local, reduce_op="sum") if world > 1 else local
+        values = summed[:len(names)] / world
+        status = StepStatus.read(values[names.index("total")], values, summed[len(names):])
+        if not status.finite:
+            check_finite(dict(zip(names, values)), self.global_step)  # names the terms (reads them again)
+        self.agreed_stop, self.last_loss = status.stop, status.loss
+        size = batch["query_score"].shape[0] * world
         for name, value in zip(names, values):
-            self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size,
-                     prog_bar=name == "total")
+            # the progress bar shows last_loss (already on the host) instead of reading a logged value again
+            self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=size)
         return terms["total"]
+
+    def ask_to_stop(self, signum: int) -> None:
+        """This process received a stop signal: the next step's collective tells every process."""
+        self.stop_signals[StepStatus.SIGNALS.index(signum)] = 1.0
 
     def configure_optimizers(self) -> Any:
         groups = self.model.parameter_groups(self.optim_config.backbone_lr, self.optim_config.head_lr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -38,6 +39,35 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
             f"non-finite loss at global step {step}: {sorted(bad)} ({values}). Training stopped before the "
             "optimizer step; checkpoints/last.ckpt still holds the last good state. Lower optim.*_lr, "
             "check the data, or set trainer.gradient_clip_val")
+
+
+class StepStatus:
+    """What a training step tells the host, read in one synchronisation: whether every loss term of the global
+    batch is finite, the stop signal the processes agreed on (0: none; SIGTERM wins over SIGINT), and the global
+    total loss.
+
+    The device packs the three into one float: NaN for a non-finite term, -inf for SIGTERM, +inf for SIGINT,
+    else the total loss (finite by then)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, finite: bool, stop: int, loss: float | None) -> None:
+        self.finite, self.stop, self.loss = finite, stop, loss
+
+    @classmethod
+    def read(cls, total: torch.Tensor, values: torch.Tensor, signals: torch.Tensor) -> StepStatus:
+        """`values`: the step's global loss terms; `signals`: per SIGNALS, how many processes received it."""
+        packed = torch.where(torch.isfinite(values).all(), total.double(), torch.nan)
+        packed = torch.where(signals[1] > 0, torch.inf, packed)
+        packed = torch.where(signals[0] > 0, -torch.inf, packed)
+        value = packed.item()  # the step's one host synchronisation
+        if value == -math.inf:
+            return cls(bool(torch.isfinite(values).all()), int(signal.SIGTERM), None)
+        if value == math.inf:
+            return cls(bool(torch.isfinite(values).all()), int(signal.SIGINT), None)
+        if math.isnan(value):
+            return cls(False, 0, None)
+        return cls(True, 0, value)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -81,12 +111,12 @@ class SaveOnSigterm(Callback):
     that epoch's checkpoints. A second Ctrl-C stops at once and saves nothing.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = StepStatus.SIGNALS
 
     def __init__(self, last_path: Path) -> None:
         self.last_path = Path(last_path)
         self.received = 0  # the first stopping signal received, 0 for none
-        self._announce = False
+        self._announce = self._forwarded = False
 
     def _request(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
@@ -99,20 +129,29 @@ class SaveOnSigterm(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = 0
+        self._forwarded = False
         self._announce = trainer.is_global_zero
         # Lightning registers its handlers after on_fit_start and before on_train_start, and restores the
         # original ones at teardown
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 signal.signal(signum, self._request)
+        # recent Lightning also broadcasts its own SIGTERM flag from rank 0 before every batch (a collective and a
+        # host read per step); with its handler replaced here the flag never rises, so the broadcast is dropped
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if hasattr(epoch_loop, "_broadcast_sigterm_tensor"):
+            epoch_loop._broadcast_sigterm_tensor = _nothing
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         received = self.received
         if trainer.world_size > 1:
-            flag = torch.tensor([float(received)], device=trainer.strategy.root_device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            received = int(flag.item())
+            # every process learns of a signal from the next step's one collective (T2CRModule.training_step)
+            # and stops before the batch after it, all at the same batch
+            if received and not self._forwarded:
+                pl_module.ask_to_stop(received)
+                self._forwarded = True
+            received = pl_module.agreed_stop
         if received:
             # before the batch: it is neither trained nor counted as done, so a resume starts with it
             raise StopRequested(received)
@@ -128,6 +167,10 @@ class SaveOnSigterm(Callback):
             kept = (f"{self.last_path} holds the last finished epoch: continue from it with resume=true"
                     if self.last_path.is_file() else "no checkpoint was written yet")
             log.warning("stopped at once by a second Ctrl-C: nothing saved; %s", kept)
+
+
+def _nothing() -> None:
+    return None
 
 
 class SeedEachStep(Callback):

@@ -138,6 +138,26 @@ class ValidationCurve(Callback):
         self.points = [dict(p) for p in state_dict.get("points", [])]
 
 
+class _ShowsStepLoss:
+    """The bar shows the step's global total loss that the module already read in its one host read per step
+    (`T2CRModule.last_loss`), instead of a logged device value it would read again."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+        loss = getattr(pl_module, "last_loss", None)
+        if loss is not None:
+            items["loss"] = f"{loss:.4g}"
+        return items
+
+
+class StepLossRichBar(_ShowsStepLoss, RichProgressBar):
+    pass
+
+
+class StepLossTQDMBar(_ShowsStepLoss, TQDMProgressBar):
+    pass
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, ModelCheckpoint]:
     """`last.ckpt` after every epoch, the best epoch by `callbacks.monitor`, SIGTERM / SIGINT save, the
     resume position, per-step seeds, the learning curve, progress bar, the user's `callbacks.extra`.
@@ -157,9 +177,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
                                   SeedEachStep(cfg.seed), ValidationCurve()]
     progress = cfg.callbacks.progress
     if progress == "rich":
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepLossRichBar())
     elif progress == "tqdm":
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(StepLossTQDMBar())
     callbacks.extend(extra_callbacks(cfg.callbacks.get("extra") or {}))
     return callbacks, last, best
 
