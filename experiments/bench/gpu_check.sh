@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check (issue 20): everything a session with an accelerator should measure, in <= 8 minutes
-# on one GPU (a 2-GPU DDP run when two exist), with one JSON summary at the end.
+# One prepared GPU check (issues 20 and 26): everything a session with an accelerator should measure, in at most
+# 7 minutes of steps on one GPU (a 2-GPU DDP run when two exist), with one JSON summary at the end.
 #
 #   bash experiments/bench/gpu_check.sh            # writes into $OUT (the device tool's folder) or /tmp/t2cr_gpu_check
 #
@@ -14,79 +14,99 @@
 #   deterministic the same for 1 epoch with trainer.deterministic=true (the exact-resume recipe on CUDA)
 #   ddp2          the smoke run on 2 GPUs with trainer=ddp (only when two GPUs exist)
 # On a machine without a GPU it says so and exits 0.
+# On a bare CUDA image (no Hydra, no network): first, where pip reaches PyPI, `bash experiments/bench/wheelhouse.sh`
+# (.whl/, about 0.4 MiB); this script installs those wheels into a temporary folder, puts src/ on the path (no
+# install of t2cr), and stops with one line if an import fails. Every step runs under `timeout -k`, their limits
+# and kill graces add up to at most 7 minutes (tests/test_gpu_check.py checks it), the runs work under
+# $WORK (/tmp), and $OUT receives only summary.json and gpu_check.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/t2cr_gpu_check}
-mkdir -p "$OUT"
+WORK=${WORK:-/tmp/t2cr_gpu_work}
+WHEELS=${WHEELS:-.whl}
+KILL_AFTER=5  # seconds a step gets to end after its limit before it is killed (and its GPU memory freed)
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "gpu_check: no CUDA GPU visible to torch on this machine; nothing to measure"
     exit 0
 fi
-if ! "$PYTHON" -c "import t2cr" 2>/dev/null; then
-    # the GPU machine keeps its own CUDA torch: install only this package, not its pinned dependencies
-    "$PYTHON" -m pip install -q --no-deps -e . || echo "gpu_check: could not install t2cr" >&2
+mkdir -p "$OUT" "$WORK"
+rm -f "$WORK"/*.rc  # a step of an earlier check is no step of this one
+if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$WORK/site" "$WHEELS"/*.whl \
+        || { echo "gpu_check: could not install the wheels of $WHEELS into $WORK/site" >&2; exit 2; }
+fi
+export PYTHONPATH="$WORK/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ! error=$("$PYTHON" -c "import hydra, omegaconf, pytorch_lightning, t2cr.cli.train" 2>&1); then
+    echo "gpu_check: cannot import what training needs ($(echo "$error" | tail -1)); run experiments/bench/wheelhouse.sh where pip reaches PyPI and bring .whl/ along" >&2
+    exit 2
 fi
 GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 export PYTHONWARNINGS=ignore WANDB_MODE=disabled
 echo "gpu_check: $GPUS GPU(s): $("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))"), results in $OUT"
 
-step() {  # step NAME SECONDS COMMAND...: run, keep stdout/stderr and the exit status
+step() {  # step NAME SECONDS COMMAND...: run under timeout -k, keep stdout/stderr and the exit status in $WORK
     local name=$1 limit=$2; shift 2
     local start=$SECONDS
-    timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
-    echo $? > "$OUT/$name.rc"
-    echo "gpu_check: $name exit $(cat "$OUT/$name.rc") in $((SECONDS - start)) s"
+    timeout -k "$KILL_AFTER" "$limit" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
+    echo $? > "$WORK/$name.rc"
+    echo "gpu_check: $name exit $(cat "$WORK/$name.rc") in $((SECONDS - start)) s"
 }
 
 SMOKE=(experiment=smoke logger=csv callbacks.progress=none trainer=gpu trainer.devices=1 data.num_workers=4
-       data.synthetic.root="$OUT/synthetic_smoke" data.cache_dir="$OUT/frame_cache_smoke")  # GPU runs read the cache
-step bench_train 150 "$PYTHON" experiments/bench/bench_train.py --size 112 --frames 103 --pairs 2 --steps 5 \
+       data.synthetic.root="$WORK/synthetic_smoke" data.cache_dir="$WORK/frame_cache_smoke")  # GPU runs read the cache
+step bench_train 100 "$PYTHON" experiments/bench/bench_train.py --size 112 --frames 103 --pairs 2 --steps 5 \
     --variants fp32,bf16,channels_last --fp32-math highest --json
-step bench_eval 120 "$PYTHON" experiments/bench/bench_eval.py --size 112 --frames 103 --clip-length 16 \
+step bench_eval 60 "$PYTHON" experiments/bench/bench_eval.py --size 112 --frames 103 --clip-length 16 \
     --base-clips 10 --aux 8-clip-avg1 --repeats 2 --json
-step bench_data 60 "$PYTHON" experiments/bench/bench_data.py --root "$OUT/bench_data" --videos 16 --workers 8 \
+step bench_data 35 "$PYTHON" experiments/bench/bench_data.py --root "$WORK/bench_data" --videos 16 --workers 8 \
     --batches 30 --json
-step softdtw 30 "$PYTHON" -c "
+step softdtw 20 "$PYTHON" -c "
 import json, t2cr.losses as L
 check = getattr(L, 'soft_dtw_cuda_selfcheck', None)
 print(json.dumps({'max_abs_diff_vs_cpu': None if check is None else float(check())}))"
-step smoke_bf16 150 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.precision=bf16-mixed trainer.max_epochs=2 \
-    trainer.check_val_every_n_epoch=1 hydra.run.dir="$OUT/smoke_bf16"
-step deterministic 90 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.deterministic=true trainer.max_epochs=1 \
-    test_best=false hydra.run.dir="$OUT/deterministic"
+step smoke_bf16 75 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.precision=bf16-mixed trainer.max_epochs=2 \
+    trainer.check_val_every_n_epoch=1 hydra.run.dir="$WORK/smoke_bf16"
+step deterministic 55 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.deterministic=true trainer.max_epochs=1 \
+    test_best=false hydra.run.dir="$WORK/deterministic"
 if [ "$GPUS" -ge 2 ]; then
-    step ddp2 120 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer=ddp trainer.devices=2 trainer.max_epochs=2 \
-        test_best=false hydra.run.dir="$OUT/ddp2"
+    step ddp2 35 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer=ddp trainer.devices=2 trainer.max_epochs=2 \
+        test_best=false hydra.run.dir="$WORK/ddp2"
 fi
 
-"$PYTHON" - "$OUT" <<'PY'
-"""One JSON summary: each step's exit status, its JSON output or the metrics of its run, and its last error line."""
+"$PYTHON" - "$WORK" "$OUT" <<'PY'
+"""One JSON summary: each step's exit status, its JSON output or the metrics of its run, and its last error line;
+and one log: each step's output, its last 64 KiB of each stream (a few hundred KiB in all)."""
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-out = Path(sys.argv[1])
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+TAIL = 64 * 1024
 summary = {"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
            "steps": {}}
-for rc in sorted(out.glob("*.rc")):
+log = []
+for rc in sorted(work.glob("*.rc")):
     name = rc.stem
     entry = {"exit": int(rc.read_text())}
-    text = (out / f"{name}.out").read_text().strip()
+    text = (work / f"{name}.out").read_text(errors="replace").strip()
     try:
         entry["result"] = json.loads(text.splitlines()[-1]) if text else None
     except (json.JSONDecodeError, IndexError):
         entry["result"] = None
-    metrics = out / name / "metrics.json"
+    metrics = work / name / "metrics.json"
     if metrics.is_file():
         entry["metrics"] = json.loads(metrics.read_text())
-    errors = [line for line in (out / f"{name}.err").read_text().splitlines() if line.strip()]
+    error_text = (work / f"{name}.err").read_text(errors="replace")
+    errors = [line for line in error_text.splitlines() if line.strip()]
+    log.append(f"===== {name}: exit {entry['exit']}\n--- stdout\n{text[-TAIL:]}\n--- stderr\n{error_text[-TAIL:]}\n")
     if entry["exit"] != 0 and errors:
         entry["last_error"] = errors[-1][-500:]
     summary["steps"][name] = entry
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+(out / "gpu_check.log").write_text("".join(log))
 print(json.dumps({name: step["exit"] for name, step in summary["steps"].items()}))
 PY
