@@ -103,9 +103,9 @@ MUTANTS = (
            "    return LocalRanks(children, saved, store)\n", "    return LocalRanks(children, saved)\n",
            ("tests/test_launch_watchdog.py::test_the_rendezvous_port_stays_bound_from_its_choice_to_the_end_of_the_job",),
            slow=False),
-    Mutant("bn-merge", "GlobalBatchNorm: the variance ignores how far each process's mean lies from the global one",
-           "distributed.py", "        var = (m2s.sum(0) + (counts * (means - mean).pow(2)).sum(0)) / count\n",
-           "        var = m2s.sum(0) / count\n",
+    Mutant("bn-local-variance", "GlobalBatchNorm: each process normalises with its own variance",
+           "distributed.py", "        var = _global_sum(centred.pow(2).sum(dims)) / count\n",
+           "        var = centred.pow(2).sum(dims) / local_count\n",
            ("tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch",),
            slow=False),
     # ------------------------------------------------------------------ host reads

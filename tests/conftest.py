@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import t2cr.run  # noqa: F401  (registers the schemas and resolvers that composing conf/ needs, as every t2cr command does)
 from t2cr.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 
 # tests import their shared helpers module by name
