@@ -103,9 +103,10 @@ class SaveOnSigterm(Callback):
 
     Lightning's own SIGTERM handling is replaced for the fit: it decides per process (and broadcasts from
     inside the signal handler), so under DDP one rank could stop a step before another and their
-    collectives would pair up wrongly. Here the handler only records the signal; before each training batch
-    the processes agree on it (the maximum over all ranks: a signal to any rank stops all), then all of them
-    raise `StopRequested` at that batch and save collectively. A signal sent to the whole process group
+    collectives would pair up wrongly. Here the handler only records the signal. On one process the run stops
+    before the next training batch; under DDP the signal travels in the next step's one collective
+    (`T2CRModule.training_step`, `StepStatus`: a signal to any rank stops all), and every process raises
+    `StopRequested` before the batch after it, the same batch on all of them, and they save collectively. A signal sent to the whole process group
     (SLURM, `timeout`, `kill -- -PGID`, Ctrl-C) reaches the loader workers too: they leave it to this
     process (t2cr.data.loading). A signal during a validation takes effect at the next training batch, after
     that epoch's checkpoints. A second Ctrl-C stops at once and saves nothing.
