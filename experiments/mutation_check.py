@@ -37,7 +37,7 @@ LINKED = ("conf", "experiments")  # read through paths relative to the package (
 class Mutant:
     name: str
     mechanism: str
-    file: str  # under src/t2cr
+    file: str  # under src/t2cr (../hydra_plugins/... for the launcher plugin)
     old: str
     new: str
     tests: tuple[str, ...]
@@ -47,6 +47,7 @@ class Mutant:
 REL = "tests/test_reliability.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
 GATHER = "tests/test_distributed.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
+BATCHNORM = "tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch"
 MUTANTS = (
     # ------------------------------------------------------------------ SIGTERM / SIGINT save
     Mutant("sigterm-save", "SIGTERM save: SaveOnSigterm.on_exception saves nothing", "reliability.py",
@@ -103,11 +104,21 @@ MUTANTS = (
            "    return LocalRanks(children, saved, store)\n", "    return LocalRanks(children, saved)\n",
            ("tests/test_launch_watchdog.py::test_the_rendezvous_port_stays_bound_from_its_choice_to_the_end_of_the_job",),
            slow=False),
-    Mutant("bn-local-variance", "GlobalBatchNorm: each process normalises with its own variance",
-           "distributed.py", "        var = _global_sum(centred.pow(2).sum(dims)) / count\n",
-           "        var = centred.pow(2).sum(dims) / local_count\n",
-           ("tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch",),
-           slow=False),
+    Mutant("submitit-launcher-required", "optional packages: the gpu_slots plugin needs hydra-submitit-launcher to "
+           "import", "../hydra_plugins/t2cr_launchers/gpu_slots.py", "except ImportError as missing:",
+           "except OSError as missing:",
+           ("tests/test_optional_packages.py::test_the_gpu_slots_launcher_without_hydra_submitit_launcher_imports_and_"
+            "refuses_in_one_line",), slow=False),
+    Mutant("bn-local-statistics", "GlobalBatchNorm: each process normalises with its own statistics",
+           "distributed.py", "        dist.all_reduce(local)\n", "",
+           (BATCHNORM,), slow=False),
+    Mutant("bn-local-backward", "GlobalBatchNorm: the backward's sums are this process's only",
+           "distributed.py", "        dist.all_reduce(sums)\n", "",
+           (BATCHNORM,), slow=False),
+    Mutant("bn-two-collectives", "GlobalBatchNorm: the count travels in a collective of its own",
+           "distributed.py", "        dist.all_reduce(local)\n",
+           "        dist.all_reduce(local)\n        dist.all_reduce(local[-1:].clone())\n",
+           (BATCHNORM,), slow=False),
     # ------------------------------------------------------------------ host reads
     Mutant("lightning-sigterm-broadcast", "host reads: Lightning's own per-step SIGTERM broadcast stays on",
            "reliability.py", "            epoch_loop._broadcast_sigterm_tensor = _nothing\n", "            pass\n",
@@ -202,7 +213,8 @@ def environment(src: Path) -> dict[str, str]:
 
 def check_import(src: Path, module_file: str | None) -> None:
     """Fail unless `t2cr` (and the mutated module) resolve to the copy under `src`."""
-    module = None if module_file is None else "t2cr." + module_file.removesuffix(".py").replace("/", ".")
+    module = None if module_file is None else ".".join(
+        (src / "t2cr" / module_file).resolve().relative_to(src.resolve()).with_suffix("").parts)
     code = "import importlib, t2cr; print(t2cr.__file__)"
     if module:
         code += f"; print(importlib.import_module({module!r}).__file__)"

@@ -30,7 +30,8 @@ def _rank_main(rank: int, init_file: str, out_dir: str, hide: bool) -> None:
     if hide:  # as on a torch release without it
         import torch.distributed._functional_collectives as functional
 
-        del functional.all_gather_single_autograd
+        if hasattr(functional, "all_gather_single_autograd"):
+            del functional.all_gather_single_autograd
     from t2cr.distributed import _torch_all_gather_autograd, gather_batch
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -50,6 +51,10 @@ def _rank_main(rank: int, init_file: str, out_dir: str, hide: bool) -> None:
 
 @pytest.mark.parametrize("hide", [False, True], ids=["torch-all-gather", "fallback"])
 def test_gather_batch_values_and_gradients_equal_the_single_process_computation(hide, tmp_path):
+    from t2cr.distributed import _torch_all_gather_autograd
+
+    if not hide and _torch_all_gather_autograd() is None:
+        pytest.skip(f"torch {torch.__version__} has no all_gather_single_autograd (the fallback case runs)")
     os.environ.pop("LOCAL_RANK", None)
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path), hide), nprocs=WORLD, join=True)
     full, weights = _inputs()
@@ -83,6 +88,27 @@ def _batchnorm(affine: dict[str, torch.Tensor]) -> torch.nn.BatchNorm3d:
     return layer
 
 
+class _CollectiveCount:
+    """Counts torch.distributed's collectives called in this process (all of them, whatever the wrapper)."""
+
+    NAMES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        for name in self.NAMES:
+            original = getattr(dist, name)
+
+            def counted(*args, _original=original, **kwargs):
+                self.calls += 1
+                return _original(*args, **kwargs)
+
+            setattr(dist, name, counted)
+
+
+def _second_input(full: torch.Tensor) -> torch.Tensor:
+    return full.flip(0) * 0.5 + 2  # another batch: normalised about a shift (the running mean) that is not 0
+
+
 def _batchnorm_rank(rank: int, init_file: str, out_dir: str) -> None:
     from t2cr.distributed import GlobalBatchNorm
 
@@ -92,23 +118,33 @@ def _batchnorm_rank(rank: int, init_file: str, out_dir: str) -> None:
         start = sum(SPLIT[:rank])
         rows = slice(start, start + SPLIT[rank])
         layer = GlobalBatchNorm().apply(_batchnorm(affine))
-        mine = full[rows].clone().requires_grad_()
+        count = _CollectiveCount()
+        with torch.no_grad():
+            layer(full[rows])  # a first step moves the running statistics
+        mine = _second_input(full)[rows].clone().requires_grad_()
+        before_forward = count.calls
         out = layer(mine)
+        forward_calls = count.calls - before_forward
         (weights[rows] * out).sum().backward()  # this process's part of the loss
         torch.save({"out": out.detach(), "grad": mine.grad, "weight": layer.weight.grad, "bias": layer.bias.grad,
-                    "mean": layer.running_mean, "var": layer.running_var}, Path(out_dir) / f"bn{rank}.pt")
+                    "mean": layer.running_mean, "var": layer.running_var,
+                    "calls": [forward_calls, count.calls - before_forward - forward_calls]},
+                   Path(out_dir) / f"bn{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch(tmp_path):
     """Outputs, input gradients, the summed weight gradients (what DDP all-reduces) and the running statistics
-    of 2 processes equal torch's BatchNorm3d on the whole batch, with shares of different sizes."""
+    of 2 processes equal torch's BatchNorm3d on the whole batch, with shares of different sizes, on a second
+    step (a running mean that is not 0); one collective forward and one backward."""
     os.environ.pop("LOCAL_RANK", None)
     mp.spawn(_batchnorm_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     full, weights, affine = _batchnorm_inputs()
     reference = _batchnorm(affine)  # torch's own layer, one process, the global batch
-    x = full.clone().requires_grad_()
+    with torch.no_grad():
+        reference(full)
+    x = _second_input(full).clone().requires_grad_()
     out = reference(x)
     (weights * out).sum().backward()
     got = [torch.load(tmp_path / f"bn{rank}.pt", weights_only=True) for rank in range(WORLD)]
@@ -117,6 +153,7 @@ def test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch(tmp_pa
     torch.testing.assert_close(torch.cat([g["grad"] for g in got]), x.grad, **close)
     torch.testing.assert_close(got[0]["weight"] + got[1]["weight"], reference.weight.grad, **close)
     torch.testing.assert_close(got[0]["bias"] + got[1]["bias"], reference.bias.grad, **close)
+    assert [g["calls"] for g in got] == [[1, 1]] * WORLD
     for g in got:  # every process keeps the global running statistics
         torch.testing.assert_close(g["mean"], reference.running_mean, **close)
         torch.testing.assert_close(g["var"], reference.running_var, **close)

@@ -80,3 +80,29 @@ def test_decoding_a_video_without_pyav_names_pyav(tmp_path, monkeypatch):
     (tmp_path / "dive.mp4").write_bytes(b"not decoded")
     with pytest.raises(MissingPackage, match="reading video files needs the av package"):
         decode_video(tmp_path / "dive.mp4")
+
+
+GPU_SLOTS_WITHOUT_SUBMITIT_LAUNCHER = textwrap.dedent('''
+    import sys
+
+    sys.modules["hydra_plugins.hydra_submitit_launcher.submitit_launcher"] = None  # as where it is not installed
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from t2cr.cli.common import user_error_message
+
+    try:
+        instantiate({"_target_": "hydra_plugins.t2cr_launchers.gpu_slots.GpuSlotsLauncher", "gpus_per_job": 1})
+    except InstantiationException as error:
+        print("LINE", user_error_message(error))
+''')
+
+
+def test_the_gpu_slots_launcher_without_hydra_submitit_launcher_imports_and_refuses_in_one_line():
+    """Hydra scans every launcher plugin in every command: ours must import without the optional
+    hydra-submitit-launcher (else each command prints an import warning), and asking for it names the package."""
+    done = subprocess.run([sys.executable, "-c", GPU_SLOTS_WITHOUT_SUBMITIT_LAUNCHER], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("LINE hydra/launcher=gpu_slots needs the hydra-submitit-launcher package, which is not installed here: "
+            "pip install hydra-submitit-launcher") in done.stdout, done.stdout

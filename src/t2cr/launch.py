@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 PARENT_PID_VAR = "T2CR_DDP_PARENT_PID"
 AGENT_STORE_VAR = "TORCHELASTIC_USE_AGENT_STORE"  # torch: the ranks join a store served by their launcher
+# torch before 2.4 or so prefixes an agent store's keys with this attempt number and fails where it is unset
+RESTART_COUNT_VAR = "TORCHELASTIC_RESTART_COUNT"
 
 
 def exit_with_parent(poll_s: float = 1.0) -> None:
@@ -94,7 +96,8 @@ class LocalRanks:
     process group must be gone before the next job starts.
     """
 
-    _VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", AGENT_STORE_VAR)
+    _VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", AGENT_STORE_VAR,
+             RESTART_COUNT_VAR)
 
     def __init__(self, children: list[subprocess.Popen], saved_env: dict[str, str | None], store: object = None) -> None:
         self.children, self.saved_env = children, saved_env
@@ -138,7 +141,7 @@ def launch_local_ranks(entry_module: str, config_dir: Path, config_name: str, ru
     host = os.environ.get("MASTER_ADDR", "127.0.0.1")
     store = _rendezvous_store(host)
     os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": str(store.port), AGENT_STORE_VAR: "True",
-                       "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
+                       RESTART_COUNT_VAR: "0", "WORLD_SIZE": str(devices), "NODE_RANK": "0", "LOCAL_RANK": "0"})
     threads = threads or cpus_per_process("auto", devices)
     children = []
     for local_rank in range(1, devices):

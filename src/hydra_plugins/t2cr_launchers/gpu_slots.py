@@ -22,8 +22,26 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 from omegaconf import OmegaConf
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+except ImportError as missing:  # optional: every other Hydra app still scans this plugin without a warning
+    from hydra.plugins.launcher import Launcher
+
+    _MISSING_SUBMITIT = missing
+
+    class LocalLauncher(Launcher):  # type: ignore[no-redef]
+        """Stands in where hydra-submitit-launcher is not installed: asking for the launcher says so."""
+
+        def __init__(self, **_: Any) -> None:
+            from t2cr.optional import MissingPackage
+
+            raise MissingPackage("hydra/launcher=gpu_slots needs the hydra-submitit-launcher package, which is "
+                                 "not installed here: pip install hydra-submitit-launcher") from _MISSING_SUBMITIT
+
+        def setup(self, **_: Any) -> None:
+            raise NotImplementedError  # never reached: __init__ refuses
 
 log = logging.getLogger(__name__)
 

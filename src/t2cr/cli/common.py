@@ -55,11 +55,14 @@ def _one_line(text: str) -> str:
 
 def user_error_message(error: BaseException) -> str | None:
     """The one line to print for a user error, or None for an error that is a bug (it keeps its traceback)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (ConfigCompositionException, InstantiationException, MissingConfigException,
+                              OverrideParseException)
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     if isinstance(error, (UserError, MissingPackage)):
         return str(error)
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, (UserError, MissingPackage)):
+        return str(error.__cause__)  # refused by a class Hydra built (a launcher, a callback)
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required value"
         return f"{key} is required and has no value: pass {key}=<value> on the command line"
