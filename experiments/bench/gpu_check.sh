@@ -5,14 +5,14 @@
 #   bash experiments/bench/gpu_check.sh            # writes into $OUT (the device tool's folder) or /tmp/t2cr_gpu_check
 #
 # Steps (each bounded by `timeout`, each one's output kept in its own file, a failed step does not stop the rest):
-#   bench_train   training step at the paper's size (103 frames, 16 x 112 x 112 clips, M = 10, N = 8, I3D, 2 pairs):
-#                 fp32 / bf16-mixed / channels-last, pairs per second, peak memory, MFU with the GPU's name
+#   lightning     `t2cr-train` at the paper's clip size (103 frames, 16 x 112 x 112 clips, M = 10, N = 8, I3D,
+#                 2 pairs a step) through Lightning: step time, pairs per second and peak memory for fp32
+#                 (exact), bf16-mixed, bf16 + channels-last and torch.compile (its first step is the compile)
+#   deterministic the same run twice with trainer.deterministic=true, last.ckpt compared tensor by tensor
+#   softdtw       the CUDA Soft-DTW path (captured graphs and eager) against the CPU in float64, for float64,
+#                 float32 and bfloat16 inputs
 #   bench_eval    clip passes and time of the K-exemplar evaluation (features once vs per pair)
-#   bench_data    loader throughput with 8 workers (the GPU's feed)
-#   softdtw       the CUDA Soft-DTW path against the CPU reference (when t2cr.losses has a self-check)
-#   smoke_bf16    `t2cr-train experiment=smoke` for 2 epochs on the GPU in bf16-mixed
-#   deterministic the same for 1 epoch with trainer.deterministic=true (the exact-resume recipe on CUDA)
-#   ddp2          the smoke run on 2 GPUs with trainer=ddp (only when two GPUs exist)
+#   ddp2          1 GPU against 2 (trainer=ddp, the same global batch): per-step losses (only with two GPUs)
 # On a machine without a GPU it says so and exits 0.
 # On a bare CUDA image (no Hydra, no network): first, where pip reaches PyPI, `bash experiments/bench/wheelhouse.sh`
 # (.whl/, about 0.4 MiB); this script installs those wheels into a temporary folder, puts src/ on the path (no
@@ -54,25 +54,17 @@ step() {  # step NAME SECONDS COMMAND...: run under timeout -k, keep stdout/stde
     echo "gpu_check: $name exit $(cat "$WORK/$name.rc") in $((SECONDS - start)) s"
 }
 
-SMOKE=(experiment=smoke logger=csv callbacks.progress=none trainer=gpu trainer.devices=1 data.num_workers=4
-       data.synthetic.root="$WORK/synthetic_smoke" data.cache_dir="$WORK/frame_cache_smoke")  # GPU runs read the cache
-step bench_train 100 "$PYTHON" experiments/bench/bench_train.py --size 112 --frames 103 --pairs 2 --steps 5 \
-    --variants fp32,bf16,channels_last --fp32-math highest --json
-step bench_eval 60 "$PYTHON" experiments/bench/bench_eval.py --size 112 --frames 103 --clip-length 16 \
+LIGHTNING=("$PYTHON" experiments/bench/bench_lightning.py --preset paper --accelerator gpu --workers 4
+           --work "$WORK/lightning" --json)
+step lightning 180 "${LIGHTNING[@]}" --steps 8 --variants fp32,bf16,bf16_channels_last,compile --timeout 80
+step deterministic 75 "${LIGHTNING[@]}" --steps 3 --variants "" --deterministic-twice --timeout 35
+step softdtw 25 "$PYTHON" -c "
+import json, torch, t2cr.losses as L
+print(json.dumps({str(d).split('.')[-1]: L.soft_dtw_cuda_selfcheck(d) for d in (torch.float64, torch.float32, torch.bfloat16)}))"
+step bench_eval 50 "$PYTHON" experiments/bench/bench_eval.py --size 112 --frames 103 --clip-length 16 \
     --base-clips 10 --aux 8-clip-avg1 --repeats 2 --json
-step bench_data 35 "$PYTHON" experiments/bench/bench_data.py --root "$WORK/bench_data" --videos 16 --workers 8 \
-    --batches 30 --json
-step softdtw 20 "$PYTHON" -c "
-import json, t2cr.losses as L
-check = getattr(L, 'soft_dtw_cuda_selfcheck', None)
-print(json.dumps({'max_abs_diff_vs_cpu': None if check is None else float(check())}))"
-step smoke_bf16 75 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.precision=bf16-mixed trainer.max_epochs=2 \
-    trainer.check_val_every_n_epoch=1 hydra.run.dir="$WORK/smoke_bf16"
-step deterministic 55 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer.deterministic=true trainer.max_epochs=1 \
-    test_best=false hydra.run.dir="$WORK/deterministic"
 if [ "$GPUS" -ge 2 ]; then
-    step ddp2 35 "$PYTHON" -m t2cr.cli.train "${SMOKE[@]}" trainer=ddp trainer.devices=2 trainer.max_epochs=2 \
-        test_best=false hydra.run.dir="$WORK/ddp2"
+    step ddp2 60 "${LIGHTNING[@]}" --steps 4 --variants "" --ddp-equivalence --timeout 28
 fi
 
 "$PYTHON" - "$WORK" "$OUT" <<'PY'

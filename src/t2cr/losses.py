@@ -278,13 +278,15 @@ def soft_dtw(x: Tensor, y: Tensor, gamma: float = 0.1) -> Tensor:
     return _SoftDTWFunction.apply(x, y, gamma, with_grad)
 
 
-def soft_dtw_cuda_selfcheck() -> float:
-    """Largest |difference| between soft_dtw on CUDA and on the CPU (values and gradients, float64).
+def soft_dtw_cuda_selfcheck(dtype: torch.dtype = torch.float64) -> float:
+    """Largest |difference| between soft_dtw on CUDA with `dtype` inputs and the CPU in float64 on the same
+    (rounded) inputs, values and gradients, each relative to the largest magnitude of its reference.
 
     For the prepared GPU check: every shape is called three times (the first call captures the CUDA graph,
     the next ones replay it with new inputs), once with two calls of the same shape before one backward
     (the static outputs must not leak between calls), and once more through the eager CUDA loop. Expect
-    about 1e-12. Raises RuntimeError without CUDA or when no graph was captured.
+    about 1e-15 in float64, 1e-6 in float32 and bfloat16 (upcast to float32 inside; the gradients return in
+    bfloat16, about 4e-3). Raises RuntimeError without CUDA or when no graph was captured.
     """
     global CUDA_GRAPHS
     if not torch.cuda.is_available():
@@ -294,18 +296,19 @@ def soft_dtw_cuda_selfcheck() -> float:
 
     def compare(b: int, n: int, m: int, calls: int) -> None:
         nonlocal worst
-        xs = [torch.randn(b, n, 64, generator=generator, dtype=torch.float64) for _ in range(calls)]
-        ys = [torch.randn(b, m, 64, generator=generator, dtype=torch.float64) for _ in range(calls)]
+        xs = [torch.randn(b, n, 64, generator=generator).to(dtype) for _ in range(calls)]
+        ys = [torch.randn(b, m, 64, generator=generator).to(dtype) for _ in range(calls)]
         weights = torch.randn(calls, b, generator=generator, dtype=torch.float64)
         results = []
-        for device in ("cpu", "cuda"):
-            xg = [x.to(device).requires_grad_(True) for x in xs]
-            yg = [y.to(device).requires_grad_(True) for y in ys]
+        for device, inputs_dtype in (("cpu", torch.float64), ("cuda", dtype)):
+            xg = [x.to(device, inputs_dtype).requires_grad_(True) for x in xs]
+            yg = [y.to(device, inputs_dtype).requires_grad_(True) for y in ys]
             values = [soft_dtw(x, y, 0.1) for x, y in zip(xg, yg)]  # all forwards before the backward
-            sum((v * w.to(device)).sum() for v, w in zip(values, weights)).backward()
-            results.append([t.detach().cpu() for t in (*values, *(t.grad for t in xg), *(t.grad for t in yg))])
+            sum((v * w.to(device, v.dtype)).sum() for v, w in zip(values, weights)).backward()
+            results.append([t.detach().cpu().double()
+                            for t in (*values, *(t.grad for t in xg), *(t.grad for t in yg))])
         for ref, got in zip(*results):
-            worst = max(worst, (ref - got).abs().max().item())
+            worst = max(worst, ((ref - got).abs().max() / ref.abs().max().clamp_min(1e-30)).item())
 
     previous = CUDA_GRAPHS
     try:

@@ -55,8 +55,12 @@ def _one_line(text: str) -> str:
 
 def user_error_message(error: BaseException) -> str | None:
     """The one line to print for a user error, or None for an error that is a bug (it keeps its traceback)."""
-    from hydra.errors import (ConfigCompositionException, InstantiationException, MissingConfigException,
-                              OverrideParseException)
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     if isinstance(error, (UserError, MissingPackage)):
