@@ -256,6 +256,13 @@ def short(test: str) -> str:
     return test.split("::", 1)[1] if "::" in test else test
 
 
+def _extra_mutants(path: Path) -> tuple[Mutant, ...]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # a developer's own file, as a conftest
+    return tuple(namespace["MUTANTS"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated mutant names")
@@ -264,15 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per mutant")
     parser.add_argument("--output", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--extra", type=Path, help="a Python file defining MUTANTS (Mutant entries, `from "
+                        "mutation_check import Mutant`) to check with these, e.g. new ones before they move here")
     parser.add_argument("--logs", type=Path, help="folder for pytest's output per run (default: a new "
                         "temporary folder, kept)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if (not args.fast or not m.slow)]
+    known = MUTANTS + (_extra_mutants(args.extra) if args.extra else ())
+    chosen = [m for m in known if (not args.fast or not m.slow)]
     if args.only:
         names = set(args.only.split(","))
-        unknown = names - {m.name for m in MUTANTS}
+        unknown = names - {m.name for m in known}
         if unknown:
-            parser.error(f"unknown mutants {sorted(unknown)}; known: {[m.name for m in MUTANTS]}")
+            parser.error(f"unknown mutants {sorted(unknown)}; known: {[m.name for m in known]}")
         chosen = [m for m in chosen if m.name in names]
 
     lines: list[str] = []
