@@ -1,7 +1,9 @@
-"""Mutation check of the README's "When something goes wrong" promises: disable each mechanism in a
-temporary copy of `src/` and show that a test guarding it fails.
+"""Mutation check of the README's "When something goes wrong" promises and of the science code: disable each
+mechanism in a temporary copy of `src/` and show that a test guarding it fails. The mutants of the losses,
+the forward pass, the vote, the score scaling, the metrics, the splits, the feature-store key and the
+baselines live in `science_mutants.py` beside this script; their guard tests are all fast.
 
-    python experiments/mutation_check.py                      # every mutant (~30 min on 2 CPU cores)
+    python experiments/mutation_check.py                      # every mutant (about 1 h on 2 CPU cores)
     python experiments/mutation_check.py --fast               # only the mutants whose guard tests are fast
     python experiments/mutation_check.py --only sigterm-save,atomic-write
     python experiments/mutation_check.py --baseline           # first, every guard test on the unmutated copy
@@ -44,6 +46,7 @@ class Mutant:
     slow: bool = True
 
 
+SCIENCE = Path(__file__).resolve().parent / "science_mutants.py"  # the losses, model, vote, metrics, baselines
 REL = "tests/test_reliability.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
 GATHER = "tests/test_distributed.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", type=Path, help="folder for pytest's output per run (default: a new "
                         "temporary folder, kept)")
     args = parser.parse_args(argv)
-    known = MUTANTS + (_extra_mutants(args.extra) if args.extra else ())
+    known = MUTANTS + _extra_mutants(SCIENCE) + (_extra_mutants(args.extra) if args.extra else ())
     chosen = [m for m in known if (not args.fast or not m.slow)]
     if args.only:
         names = set(args.only.split(","))
