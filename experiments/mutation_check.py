@@ -48,6 +48,7 @@ class Mutant:
 
 SCIENCE = Path(__file__).resolve().parent / "science_mutants.py"  # the losses, model, vote, metrics, baselines
 REL = "tests/test_reliability.py::"
+OPTIONAL = "tests/test_optional_packages.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
 GATHER = "tests/test_distributed.py::test_gather_batch_values_and_gradients_equal_the_single_process_computation"
 BATCHNORM = "tests/test_distributed.py::test_global_batchnorm_on_2_processes_is_batchnorm_on_the_global_batch"
@@ -110,8 +111,8 @@ MUTANTS = (
     Mutant("submitit-launcher-required", "optional packages: the gpu_slots plugin needs hydra-submitit-launcher to "
            "import", "../hydra_plugins/t2cr_launchers/gpu_slots.py", "except ImportError as missing:",
            "except OSError as missing:",
-           ("tests/test_optional_packages.py::test_the_gpu_slots_launcher_without_hydra_submitit_launcher_imports_and_"
-            "refuses_in_one_line",), slow=False),
+           (OPTIONAL + "test_the_gpu_slots_launcher_without_hydra_submitit_launcher_imports_and_refuses_in_one_line",),
+           slow=False),
     Mutant("bn-local-statistics", "GlobalBatchNorm: each process normalises with its own statistics",
            "distributed.py", "        dist.all_reduce(local)\n", "",
            (BATCHNORM,), slow=False),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
-from itertools import combinations
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +27,7 @@ from t2cr.devices import (
 )
 from t2cr.resources import CONF_DIR
 
+TESTS = str(Path(__file__).parent)
 PATHS = ["data.annotations=/data/annotations", "data.root=/data/frames", "model.backbone.checkpoint=/w/model_rgb.pth"]
 
 
@@ -198,41 +200,64 @@ def test_gpu_sets_are_disjoint_and_leave_the_rest_idle():
 
 
 SWEEP_APP = textwrap.dedent('''
-    import json, os, time
+    import json, os
     from pathlib import Path
     import hydra
 
     @hydra.main(config_path=".", config_name="app", version_base="1.3")
     def main(cfg):
-        start = time.time()
-        time.sleep(1.0)
+        from process_sync import Party  # tests/, on PYTHONPATH
+
+        gpus = os.environ["CUDA_VISIBLE_DEVICES"]
+        party = Party(cfg.barrier, str(cfg.job), info=gpus)
+        group = party.wait()  # returns once another job waits there too, or raises after the barrier's timeout
         Path(cfg.out, f"{cfg.job}.json").write_text(json.dumps({
-            "gpus": os.environ["CUDA_VISIBLE_DEVICES"], "cpus": os.environ.get("T2CR_JOB_CPUS"),
-            "start": start, "end": time.time()}))
+            "gpus": gpus, "cpus": os.environ.get("T2CR_JOB_CPUS"), "group": group}))
+        party.leave()
 
     if __name__ == "__main__":
         main()
 ''')
+MEET_TIMEOUT_S = 120  # how long a job waits at the barrier for another one: only a failure waits this long
 
 
 @pytest.mark.slow
 def test_a_packed_sweep_runs_concurrent_jobs_on_disjoint_gpus(tmp_path):
-    """hydra/launcher=gpu_slots, 4 jobs of 2 GPUs on 4 (faked) GPUs: two at a time, never sharing a GPU."""
+    """hydra/launcher=gpu_slots, 4 jobs of 2 GPUs on 4 (faked) GPUs: two at a time, never sharing a GPU.
+
+    Each job waits at a barrier of 2 that the test serves, so the sweep ends only if the jobs ran two at a
+    time (run one after another, the first job waits MEET_TIMEOUT_S there and fails, and so does every later
+    one). The barrier's log (every job's arrival and its leaving, in the order they happened) says which jobs
+    ran side by side, without clocks."""
+    from process_sync import Barrier
+
     (tmp_path / "app.py").write_text(SWEEP_APP)
     out = tmp_path / "out"
     out.mkdir()
-    (tmp_path / "app.yaml").write_text(f"trainer:\n  devices: 2\njob: 0\nout: {out}\n")
-    result = subprocess.run(
-        [sys.executable, "app.py", "-m", "job=0,1,2,3", "hydra/launcher=gpu_slots",
-         "hydra.launcher.visible_gpus=[0,1,2,3]", f"hydra.searchpath=[file://{CONF_DIR}]",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    jobs = [json.loads((out / f"{j}.json").read_text()) for j in range(4)]
-    assert all(job["gpus"] in ("0,1", "2,3") for job in jobs)
-    assert all(job["cpus"] == str(max(1, devices.available_cpus() // 2)) for job in jobs)
-    overlapping = [(a, b) for a, b in combinations(jobs, 2) if a["start"] < b["end"] and b["start"] < a["end"]]
-    assert overlapping, "no two jobs ran at the same time"
-    for a, b in overlapping:
-        assert not set(a["gpus"].split(",")) & set(b["gpus"].split(",")), (a, b)
-
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+    with Barrier(parties=2, timeout=MEET_TIMEOUT_S) as barrier:
+        (tmp_path / "app.yaml").write_text(f"trainer:\n  devices: 2\njob: 0\nout: {out}\nbarrier: '{barrier.address}'\n")
+        result = subprocess.run(
+            [sys.executable, "app.py", "-m", "job=0,1,2,3", "hydra/launcher=gpu_slots",
+             "hydra.launcher.visible_gpus=[0,1,2,3]", f"hydra.searchpath=[file://{CONF_DIR}]",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, (barrier.broken, result.stderr[-4000:])
+    jobs = {str(j): json.loads((out / f"{j}.json").read_text()) for j in range(4)}
+    assert all(job["gpus"] in ("0,1", "2,3") for job in jobs.values())
+    assert all(job["cpus"] == str(max(1, devices.available_cpus() // 2)) for job in jobs.values())
+    # every job met another one at the barrier: 2 pairs that ran at the same time
+    assert sorted(name for group in barrier.groups for name in group) == sorted(jobs), barrier.groups
+    assert all(jobs[name]["group"] in barrier.groups for name in jobs)
+    # replayed in the order it happened: the jobs running at once (2 at most) never share a GPU
+    running: set[str] = set()
+    most = 0
+    for event, name in barrier.log:
+        if event == "leave":
+            running.remove(name)
+            continue
+        for other in running:
+            assert not set(jobs[name]["gpus"].split(",")) & set(jobs[other]["gpus"].split(",")), (name, other)
+        running.add(name)
+        most = max(most, len(running))
+    assert most == 2 and not running, barrier.log

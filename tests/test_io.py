@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -73,31 +72,59 @@ def test_the_new_content_is_complete_and_synced_before_the_rename(tmp_path, monk
     assert target.read_bytes() == b"0123456789"
 
 
-def test_a_reader_sees_the_old_or_the_new_file_never_a_part(tmp_path):
-    """Fails for a write in place (open the target, write): the reader would catch it empty or half full."""
+def test_a_reader_sees_the_old_or_the_new_file_never_a_part(tmp_path, monkeypatch):
+    """Fails for a write in place (open the target, write): the reader would catch it empty or half full.
+
+    No race to win: the write pauses halfway through its bytes (the file it writes is open, half of the new
+    content flushed), and again before the fsync, before the rename and after it, and the reader reads the
+    target at each pause."""
     target = tmp_path / "store.bin"
     versions = [bytes([65 + i]) * 200_000 for i in range(2)]
     io.write_bytes(target, versions[0])
-    stop = threading.Event()
-    torn: list[int] = []
-    reads = [0]
+    reads: list[tuple[str, int, bytes]] = []  # (pause, which write, what the reader saw)
 
-    def reader() -> None:
-        while not stop.is_set():
-            data = target.read_bytes()
-            reads[0] += 1
-            if data not in versions:
-                torn.append(len(data))
+    def read(pause: str, write: int) -> None:
+        reads.append((pause, write, target.read_bytes()))
 
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for i in range(40):
-            io.write_bytes(target, versions[i % 2])
-    finally:
-        stop.set()
-        thread.join()
-    assert reads[0] > 0 and not torn, f"{len(torn)} of {reads[0]} reads saw a partial file: sizes {torn[:5]}"
+    real_fsync, real_replace = os.fsync, os.replace
+    write = [0]
+
+    def write_bytes_in_two_halves(path: Path, data: bytes) -> int:
+        with open(path, "wb") as out:
+            out.write(data[:len(data) // 2])
+            out.flush()
+            read("halfway", write[0])
+            out.write(data[len(data) // 2:])
+            out.flush()
+            read("written, not closed", write[0])
+        return len(data)
+
+    def fsync(fd: int) -> None:
+        read("before fsync", write[0])
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        read("before rename", write[0])
+        real_replace(src, dst)
+        read("after rename", write[0])
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes_in_two_halves)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    for i in range(1, 4):
+        write[0] = i
+        read("before", i)
+        io.write_bytes(target, versions[i % 2])
+        read("after", i)
+    monkeypatch.undo()
+    torn = [(pause, i, len(data)) for pause, i, data in reads if data not in versions]
+    assert not torn, f"{len(torn)} of {len(reads)} reads saw a partial file (pause, write, size): {torn[:5]}"
+    # every pause was reached (the write went through the hooks), and the old content stays until the rename
+    expected = ["before", "halfway", "written, not closed", "before fsync", "before rename", "after rename", "after"]
+    assert [pause for pause, i, _ in reads if i == 1] == expected
+    for pause, i, data in reads:
+        new = pause in ("after rename", "after")
+        assert data == versions[i % 2 if new else (i - 1) % 2], (pause, i)
     assert _names(tmp_path) == ["store.bin"]
 
 
@@ -167,7 +194,7 @@ def test_a_lock_held_by_another_process_excludes_this_one(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(Timeout):
-            io.file_lock(lock_file).acquire(timeout=0.2)
+            io.file_lock(lock_file).acquire(timeout=0)  # one try: the holder has it, no race
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)

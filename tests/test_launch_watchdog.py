@@ -3,55 +3,56 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+from process_sync import CHECK_IN, LIFELINE_VAR, Lifeline, LifelineTimeout
+
 from t2cr.launch import PARENT_PID_VAR
 
-RANK = textwrap.dedent("""
-    import time
+RANK = textwrap.dedent(f"""
+    import threading
+    {CHECK_IN}
     from t2cr.launch import exit_with_parent
     exit_with_parent(poll_s=0.05)
-    time.sleep(120)
+    threading.Event().wait()  # for ever: only the watchdog ends this rank
 """)
 RANK0 = textwrap.dedent("""
     import os, subprocess, sys
-    child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**os.environ, sys.argv[2]: str(os.getpid())})
-    open(sys.argv[3], "w").write(str(child.pid))
+    subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**os.environ, sys.argv[2]: str(os.getpid())})
     os._exit(3)  # rank 0 dies at once
 """)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_a_rank_stops_when_rank0_dies_before_anyone_reaps_it(tmp_path):
-    pid_file = tmp_path / "rank1.pid"
-    rank0 = subprocess.Popen([sys.executable, "-c", RANK0, RANK, PARENT_PID_VAR, str(pid_file)])
-    deadline = time.monotonic() + 30
-    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    rank1 = int(pid_file.read_text())
-    try:
-        # rank 0 has exited but is not reaped (no wait() yet): kill(pid, 0) still succeeds on it. Rank 1 still
-        # has to import t2cr.launch, which takes seconds on a loaded machine: wait for it (well under its sleep)
-        deadline = time.monotonic() + 45
-        while _alive(rank1) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(rank1), "rank 1 kept running after rank 0 died"
-    finally:
-        if _alive(rank1):
-            os.kill(rank1, 9)
-        rank0.wait()
+    """Rank 1 checks in at a lifeline (a named pipe it holds open until it ends) before it imports anything;
+    the test blocks until rank 1 has ended and only then reaps rank 0. The 60 s bounds only matter if rank 1
+    never starts or never ends (without its watchdog it would wait for ever)."""
+    with Lifeline(tmp_path / "lifeline") as lifeline:
+        rank0 = subprocess.Popen([sys.executable, "-c", RANK0, RANK, PARENT_PID_VAR],
+                                 env={**os.environ, LIFELINE_VAR: str(lifeline.path)})
+        try:
+            [rank1] = lifeline.check_ins(1, timeout=60)
+            try:
+                lifeline.wait_ended(timeout=60)
+            except LifelineTimeout as timeout:
+                pytest.fail(f"rank 1 kept running after rank 0 died: {timeout}")
+            # rank 0 has exited and was never reaped while rank 1 ran: kill(pid, 0) still succeeds on it
+            assert _state(rank0.pid) == "Z"
+        finally:
+            if lifeline.pids and not lifeline.ended:
+                os.kill(lifeline.pids[0], signal.SIGKILL)
+            assert rank0.wait() == 3
+    assert rank1 != rank0.pid
 
 
 class _FinishedRank:

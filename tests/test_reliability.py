@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from framework_helpers import run_cli, tiny_overrides
+from process_sync import CHECK_IN, LIFELINE_VAR, Lifeline, LifelineTimeout
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from t2cr.data.datamodule import EpochSampler
@@ -178,13 +178,13 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):
 FAULT_JOB = textwrap.dedent('''
     """Two gloo ranks started by t2cr.launch; rank FAULT_RANK fails at FAULT_STAGE: "start" (before the process
     group exists, e.g. a rank whose configuration check fails) or "step" (at its third training step)."""
-    import os, sys, time
+    CHECK_IN  # first: the test learns that this rank runs, and when it has ended
+    import os, sys
     from pathlib import Path
 
     run_dir = Path(os.environ["RUN_DIR"])
     fault_rank, stage = int(os.environ["FAULT_RANK"]), os.environ["FAULT_STAGE"]
     rank = int(os.environ.get("LOCAL_RANK", 0))  # set for the ranks t2cr.launch starts
-    (run_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # first: a watchdog may end this rank early
 
     from datetime import timedelta
     import torch
@@ -193,7 +193,6 @@ FAULT_JOB = textwrap.dedent('''
     from t2cr.launch import exit_with_parent, launch_local_ranks
 
     def fail(rank):
-        (run_dir / "failed_at").write_text(repr(time.time()))
         raise RuntimeError(f"injected failure on rank {rank}")
 
     class Faulty(pl.LightningModule):
@@ -213,7 +212,7 @@ FAULT_JOB = textwrap.dedent('''
     if stage == "start" and rank == fault_rank:
         fail(rank)
     data = torch.utils.data.TensorDataset(torch.randn(400, 4))
-    # a collective (and the rendezvous) gives up only after COLLECTIVE_TIMEOUT_S: longer than the test allows
+    # a collective (and the rendezvous) gives up only after COLLECTIVE_TIMEOUT_S: longer than the test waits
     timeout = timedelta(seconds=int(os.environ["COLLECTIVE_TIMEOUT_S"]))
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo",
                          timeout=timeout), max_epochs=1, logger=False, enable_checkpointing=False,
@@ -221,60 +220,45 @@ FAULT_JOB = textwrap.dedent('''
     trainer.fit(Faulty(), torch.utils.data.DataLoader(data, batch_size=4))
     if ranks is not None:
         ranks.finish()
-''')
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie waiting for its parent to reap it does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (or it just ended): os.kill's answer stands
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+''').replace("CHECK_IN", CHECK_IN, 1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["step", "start"])
 @pytest.mark.parametrize("fault_rank", [0, 1])
 def test_a_failing_rank_ends_every_rank(tmp_path, fault_rank, stage):
-    """The failing rank's peer stops within seconds, whether the failure came inside a collective (gloo
-    notices the closed connection) or before the process group existed (only t2cr.launch's watchdogs
-    notice: rank 0 watches the ranks it started, they watch rank 0). Without them the peer would wait for
-    the rendezvous until the collective timeout (COLLECTIVE_TIMEOUT_S, far above the bound below).
+    """The failing rank's peer stops, whether the failure came inside a collective (gloo notices the closed
+    connection) or before the process group existed (only t2cr.launch's watchdogs notice: rank 0 watches the
+    ranks it started, they watch rank 0). Without them the peer would wait for the rendezvous until the
+    collective timeout (COLLECTIVE_TIMEOUT_S, an hour: beyond every bound below, which only a failure reaches).
 
-    Every rank writes its PID; none may be left running. Rank 0 is reaped as soon as it ends, as a shell
-    reaps the command it started: the ranks' watchdog (`exit_with_parent`) probes rank 0's PID, and a
-    zombie rank 0 that its parent has not reaped yet still answers that probe."""
+    Every rank checks in at a lifeline (tests/process_sync.py) as its first act and holds it until it ends.
+    The test blocks on rank 0's end (reaping it as soon as it ends, as a shell reaps the command it started),
+    then on the lifeline's end, which comes when every rank has ended: no rank is left running."""
     (tmp_path / "fault_job.py").write_text(FAULT_JOB)
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
     env.update({"PYTHONPATH": f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}", "RUN_DIR": str(tmp_path),
-                "FAULT_RANK": str(fault_rank), "FAULT_STAGE": stage, "COLLECTIVE_TIMEOUT_S": "150",
+                "FAULT_RANK": str(fault_rank), "FAULT_STAGE": stage, "COLLECTIVE_TIMEOUT_S": "3600",
                 "PYTHONWARNINGS": "ignore"})
-    deadline = time.monotonic() + 240
-    with open(tmp_path / "output.txt", "w") as output:  # both ranks write here
-        process = subprocess.Popen([sys.executable, "-m", "fault_job"], cwd=tmp_path, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        process.wait(timeout=240)  # rank 0 (reaped at once, as a shell reaps the command it started)
-        pids = {int(path.read_text()) for path in tmp_path.glob("rank*.pid")}
-        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        ended = time.time()
-    finally:
+    with Lifeline(tmp_path / "lifeline") as lifeline:
+        env[LIFELINE_VAR] = str(lifeline.path)
+        with open(tmp_path / "output.txt", "w") as output:  # both ranks write here
+            process = subprocess.Popen([sys.executable, "-m", "fault_job"], cwd=tmp_path, env=env, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the job (it is its own group)
-        except ProcessLookupError:
-            pass
+            process.wait(timeout=240)  # rank 0
+            pids = lifeline.check_ins(2, timeout=60)
+            lifeline.wait_ended(timeout=120)  # and every rank
+        except (subprocess.TimeoutExpired, LifelineTimeout) as hung:
+            pytest.fail(f"a rank kept running after rank {fault_rank} failed at {stage}: {hung}\n"
+                        + (tmp_path / "output.txt").read_text()[-3000:])
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the job (it is its own group)
+            except ProcessLookupError:
+                pass
+            process.wait()
     output = (tmp_path / "output.txt").read_text()
     assert process.returncode != 0, output[-3000:]
     assert f"injected failure on rank {fault_rank}" in output, output[-3000:]
-    assert len(pids) == 2 and process.pid in pids, pids  # rank 0 is the process started here
-    after_failure = ended - float((tmp_path / "failed_at").read_text())
-    assert not [pid for pid in pids if _running(pid)], "a rank process is still running"
-    assert after_failure < 60, f"the last rank ended {after_failure:.0f} s after rank {fault_rank} failed"
+    assert len(set(pids)) == 2 and process.pid in pids, pids  # rank 0 is the process started here
