@@ -261,10 +261,14 @@ def short(test: str) -> str:
 
 
 def _extra_mutants(path: Path) -> tuple[Mutant, ...]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    namespace: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)  # a developer's own file, as a conftest
-    return tuple(namespace["MUTANTS"])
+    """The MUTANTS of a developer's own Python file (imported as a module, as pytest imports a conftest)."""
+    import importlib.util
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # its `from mutation_check import Mutant`
+    spec = importlib.util.spec_from_file_location(f"mutants_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.MUTANTS)
 
 
 def main(argv: list[str] | None = None) -> int:
