@@ -337,4 +337,11 @@ MUTANTS = (
     Mutant("model-space-unrounded", "model-space Spearman ranks score / DD unrounded: equal targets part in the "
            "last bit", "module.py", '[round(r["true"] / r["scale"], 9) for r in rows]', '[r["true"] / r["scale"] for r in rows]',
            (M + "test_model_space_spearman_keeps_ties_of_score_over_dd",), slow=False),
+    # -------------------- the baselines' score range follows the data (issue 27)
+    Mutant("score-range-unchecked", "targets outside data.score_range train (USDL saturates, CoRe's groups invert)",
+           "data/datamodule.py", "        refuse_targets_outside(known.splits, self.scores, self.config)\n", "",
+           ("tests/test_score_ranges.py::test_t2cr_train_refuses_a_run_whose_targets_leave_the_range",), slow=False),
+    Mutant("core-inverted-groups", "CoRe builds a last group that ends before it starts", "models/core.py",
+           "    if values[-1] > float(score_range):\n", "    if False:\n",
+           ("tests/test_score_ranges.py::test_core_groups_on_the_real_mtl_aqa_without_dd_are_ordered",), slow=False),
 )

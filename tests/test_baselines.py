@@ -368,6 +368,7 @@ def test_musdl_refuses_data_without_dd_in_one_line(tiny_synthetic, tmp_path):
     from framework_helpers import REPO, run_cli, tiny_overrides
 
     overrides = [*tiny_overrides(tiny_synthetic), "model=musdl", "data.divide_by_difficulty=false",
+                 "data.score_range=[0,200]",  # the final scores: the range check passes, MUSDL refuses
                  f"hydra.run.dir={tmp_path / 'run'}"]
     result = run_cli("train", overrides, cwd=REPO, check=False)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -53,7 +53,7 @@ AQA7_DIVING = {"classes": [1], "exemplar_rule": "group", "divide_by_difficulty":
 SETTINGS: dict[str, tuple[list[str], str, str, dict]] = {
     "mtl_aqa_dd": (["experiment=mtl_aqa_dd"], "mtl_aqa", "mtl_aqa_dd", MTL_DD),
     "mtl_aqa_wo_dd": (["experiment=mtl_aqa_wo_dd"], "mtl_aqa", "mtl_aqa_wo_dd",
-                      {"exemplar_rule": "random", "divide_by_difficulty": False}),
+                      {"exemplar_rule": "random", "divide_by_difficulty": False, "score_range": [0.0, 104.5]}),
     "finediving_dn": (["experiment=finediving_dn"], "finediving", "finediving_dn",
                       {"exemplar_rule": "action_type", "divide_by_difficulty": False}),
     "finediving_wo_dn": (["experiment=finediving_wo_dn"], "finediving", "finediving_wo_dn",

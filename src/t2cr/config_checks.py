@@ -55,5 +55,9 @@ def check_data_config(config: DataConfig) -> None:
     for name in ("split_id", "train_shift"):  # a file number; a shift drawn from [-shift, shift]
         require_integer(getattr(config, name), f"data.{name}", minimum=0)
     require_number(config.val_fraction, "data.val_fraction", 0.0, 1.0, high_open=True)
+    low_high = list(config.score_range)
+    if len(low_high) != 2 or not all(isinstance(v, (int, float)) for v in low_high) or not low_high[1] > low_high[0]:
+        raise ValueError(f"data.score_range={low_high} must be [low, high] with high > low (the range of the "
+                         "target the model regresses: score / DD with data.divide_by_difficulty, else the score)")
     require_size(config.transform.resize, "data.transform.resize")
     require_size(config.transform.crop, "data.transform.crop")

@@ -147,6 +147,10 @@ class DataConfig:
     # exemplars and scores
     exemplar_rule: str = "difficulty"  # difficulty | action_type | group | random
     divide_by_difficulty: bool = True  # regress score / difficulty, multiply back (MTL-AQA w/ DD)
+    # [low, high] of the target the model regresses (score / DD with divide_by_difficulty, else the score), as
+    # the dataset documents it: the baselines' score bins (USDL) and score scale (CoRe) follow it, and a run
+    # whose targets leave it is refused before training. Default: diving with DD (3 judges x 10 marks)
+    score_range: list[float] = field(default_factory=lambda: [0.0, 30.0])
     voting_exemplars: int = 10  # K
     small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members
     val_fraction: float = 0.0  # seeded validation split carved from train

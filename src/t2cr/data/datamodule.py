@@ -102,6 +102,20 @@ class ScoreSpace:
 VIDEO_NAMES = ("query", "exemplar", "exemplars", "video")
 
 
+def refuse_targets_outside(splits: dict[str, list[Sample]], scores: ScoreSpace, config: DataConfig) -> None:
+    """Every split's targets lie in data.score_range, or the run stops here, before training: a target beyond
+    it would fall outside USDL's bins (its prediction saturates) and CoRe's groups."""
+    low, high = (float(v) for v in config.score_range)
+    for split, samples in splits.items():
+        for sample in samples:
+            target = scores.target(sample)
+            if not low - 1e-9 <= target <= high + 1e-9:
+                space = "score / DD" if scores.divide_by_difficulty else "score"
+                raise ValueError(f"data.score_range=[{low:g}, {high:g}] does not hold {split} sample {sample.key_str}'s "
+                                 f"{space} {target:.4g}: set data.score_range to the range of {space} in "
+                                 f"{config.name} (data.divide_by_difficulty={scores.divide_by_difficulty})")
+
+
 def crop_flip_normalise_batch(batch: dict, transform: VideoTransform) -> dict:
     """uint8 frames + crop/flip draws (<name>_frames / _offsets / _flip) -> normalised float <name>."""
     for name in VIDEO_NAMES:
@@ -272,6 +286,7 @@ class PairDataModule(pl.LightningDataModule):
                                         f"{self.config.name} frames (see the data config's header for the layout)")
             problems = self._frame_problems()
         known, self.accounts = self.plan(problems)
+        refuse_targets_outside(known.splits, self.scores, self.config)
         self._log_accounts(known)
         self._splits, self._voting = known.splits, known.voting
         self.action_types, self.labels, self.groups = known.action_types, known.labels, known.groups

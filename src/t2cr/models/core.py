@@ -54,6 +54,10 @@ def group_edges(differences: Sequence[float], depth: int, score_range: float) ->
     if not values:
         raise ValueError("CoRe's groups need score differences of training pairs, and there are none (every "
                          "exemplar pool holds one sample?)")
+    if values[-1] > float(score_range):
+        raise ValueError(f"model.score_range={float(score_range):g} is below the largest training score difference "
+                         f"{values[-1]:.4g}: CoRe's last group would end before it starts. Set data.score_range to "
+                         "the data's target range (model.score_range follows its top)")
     half = 2 ** (depth - 1) // 2
     last = len(values) - 1
     positive = []
