@@ -8,6 +8,7 @@ runs a 2-job sweep on tiny synthetic data and lays it out with t2cr-tables.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -358,7 +359,8 @@ def test_two_rows_of_table8_on_synthetic_data(tiny_synthetic, tmp_path):
     sweep_dir = tmp_path / "sweep"
     overrides = [o for o in tiny_overrides(tiny_synthetic) if not o.startswith("trainer.max_epochs=")]
     run_cli("train", ["--config-dir", str(EXPERIMENTS), "--config-name", "table8", *overrides,
-                      "trainer.max_epochs=1", "model.decoder.layers=1,3", "seed=0",
+                      "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1", "model.decoder.layers=1,3",
+                      "seed=0",
                       f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=200)
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [p.name.split("_")[0] for p in jobs] == ["0", "1"] and all("smoke" in p.name for p in jobs)
@@ -374,3 +376,17 @@ def test_two_rows_of_table8_on_synthetic_data(tiny_synthetic, tmp_path):
     assert "0.8226" in lines["1"] and "(n=1)" in lines["1"]
     assert "0.8901" in lines["3"] and "(n=1)" in lines["3"]
     assert "(n=1)" not in lines["5"]
+
+    # the reference's protocol: each run's best test Spearman and lowest test R-l2 over its evaluated epochs
+    # (no validation split: the epochs were evaluated on test), by hand from its curve and last evaluation
+    for run in runs:
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        curve = metrics["curve"]
+        assert [p["epoch"] for p in curve] == [0, 1]
+        assert metrics["reference/test/spearman"] == max([p["val/spearman"] for p in curve] + [metrics["test/spearman"]])
+        assert metrics["reference/test/rl2"] == min([p["val/rl2"] for p in curve] + [metrics["test/rl2"]])
+    reference = subprocess.run([sys.executable, "-m", "t2cr.cli.tables", str(sweep_dir), "--table", "table8",
+                                "--no-filter", "--protocol", "reference"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert reference.returncode == 0, reference.stderr
+    assert "(the reference's protocol" in reference.stdout

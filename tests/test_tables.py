@@ -469,3 +469,33 @@ def test_paper_results_consistent_with_the_paper_averages(paper):
     t4 = paper["tables"]["table4"]
     assert sum(r["rl2"] for r in t4["rows"].values()) / 3 == pytest.approx(t4["average"]["rl2"], abs=0.0005)
     assert fisher_z_mean([r["spearman"] for r in t4["rows"].values()]) == pytest.approx(0.91, abs=0.005)
+
+
+def test_protocol_reference_shows_the_reference_figures_and_says_so(tmp_path, capsys):
+    """--protocol reference reads reference/test/* (best test Spearman, minimum test R-l2 over the epochs), and
+    the table's header names the protocol; last and reference give different cells from the same runs."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for seed, (last, best_over_epochs, min_rl2) in enumerate([(0.80, 0.86, 0.50), (0.82, 0.90, 0.40)]):
+        _job(sweep, seed, f"layers3_seed{seed}", _config(seed, layers=3),
+             _metrics(last, 0.9, **{"reference/test/spearman": best_over_epochs, "reference/test/rl2": min_rl2}))
+    assert tables_main([str(sweep), "--table", "table8", "--no-filter", "--protocol", "reference"]) == 0
+    out = capsys.readouterr().out
+    assert "reference/test/spearman, reference/test/rl2 (the reference's protocol" in out
+    assert "| 3 | 0.8800 ± 0.0283 (n=2) |" in out  # mean and sd of 0.86, 0.90
+    assert tables_main([str(sweep), "--table", "table8", "--no-filter", "--protocol", "last"]) == 0
+    assert "| 3 | 0.8100 ± 0.0141 (n=2) |" in capsys.readouterr().out  # 0.80, 0.82
+
+
+def test_reference_protocol_takes_each_figure_at_its_own_best_epoch():
+    from t2cr.cli.train import reference_protocol
+
+    curve = [{"epoch": 0, "val/spearman": 0.5, "val/rl2": 2.0}, {"epoch": 1, "val/spearman": 0.7, "val/rl2": 3.0},
+             {"epoch": 2, "val/spearman": 0.6, "val/rl2": 1.5}]
+    got = reference_protocol(curve, {"test/spearman": 0.65, "test/rl2": 1.8}, has_val=False)
+    # by hand: the best Spearman is epoch 1's, the lowest R-l2 epoch 2's (a different epoch)
+    assert got["reference/test/spearman"] == 0.7 and got["reference/test/rl2"] == 1.5
+    assert reference_protocol(curve, {"test/spearman": 0.75, "test/rl2": 1.0}, has_val=False)[
+        "reference/test/rl2"] == 1.0  # the last evaluation counts too
+    withheld = reference_protocol(curve, {"test/spearman": 0.65}, has_val=True)
+    assert withheld["reference/test/spearman"] is None and "validation split" in withheld["reference_protocol"]

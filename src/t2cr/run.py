@@ -118,7 +118,7 @@ class ValidationCurve(Callback):
     whole curve. Its state travels in the checkpoints, so a resumed run reports the epochs before the stop.
     """
 
-    KEYS = ("val/spearman", "val/spearman_model_space")
+    KEYS = ("val/spearman", "val/spearman_model_space", "val/rl2")
 
     def __init__(self) -> None:
         self.points: list[dict[str, float]] = []

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 METRICS = ("spearman", "rl2")
-METRIC_CHOICES = ("last", "best")
+METRIC_CHOICES = ("last", "best", "reference")  # t2cr-tables --protocol
 #: folders never searched for runs (a job's own sub-folders)
 SKIP_DIRS = {".hydra", "wandb", "checkpoints", "csv", "__pycache__", ".git"}
 #: runs of another dataset are counted, and this many named
@@ -422,7 +422,7 @@ def _metric_keys(paper: dict[str, Any], metric: str) -> dict[str, str]:
     if metric not in METRIC_CHOICES:
         raise ValueError(f"metric must be one of {METRIC_CHOICES}, got {metric!r}")
     spec = paper.get("metrics") or {}
-    defaults = {"last": "test/{m}", "best": "best/test/{m}"}
+    defaults = {"last": "test/{m}", "best": "best/test/{m}", "reference": "reference/test/{m}"}
     return {m: (spec.get(m) or {}).get(metric, defaults[metric].format(m=m)) for m in METRICS}
 
 
@@ -993,7 +993,9 @@ def _title(result: TableResult) -> str:
 
 
 def _metric_text(result: TableResult) -> str:
-    which = "last epoch" if result.metric == "last" else "best epoch"
+    which = {"last": "last epoch", "best": "the best-validated epoch's checkpoint",
+             "reference": "the reference's protocol: best test Spearman and minimum test R-l2 over epochs, each "
+                          "on its own"}[result.metric]
     return f"{result.metric_keys['spearman']}, {result.metric_keys['rl2']} ({which})"
 
 

@@ -33,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default="auto",
                         help="table1 .. table11, fig7, or auto (inferred from the config keys that vary; "
                              "default)")
-    parser.add_argument("--metric", choices=tables.METRIC_CHOICES, default="last",
-                        help="last: test/spearman, test/rl2 (default); best: best/test/*")
+    parser.add_argument("--protocol", "--metric", dest="metric", choices=tables.METRIC_CHOICES, default="last",
+                        help="last: the last epoch's test/spearman, test/rl2 (default); best: the checkpoint chosen "
+                             "on validation, best/test/*; reference: as the official code reports, the best test "
+                             "Spearman and the minimum test R-l2 over the epochs, each on its own")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     parser.add_argument("--paper", type=Path, default=None,
