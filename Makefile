@@ -19,6 +19,9 @@ train: install
 	$(PYTHON) -m t2cr.cli.train experiment=smoke
 
 test: install
+	$(PYTHON) -m pytest -q -m "not extended"
+
+test-all: install
 	$(PYTHON) -m pytest -q
 
 test-fast: install

@@ -44,6 +44,7 @@ def test_timing_row_reports_the_first_step_apart_and_the_median_of_the_rest():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_the_benchmark_runs_every_mode_end_to_end_on_the_cpu(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "bench_lightning.py"), "--preset", "smoke", "--accelerator", "cpu",
                            "--steps", "2", "--variants", "fp32,bf16", "--deterministic-twice", "--ddp-equivalence",

@@ -193,6 +193,7 @@ def _logged_losses(run_dir: Path) -> list[dict[str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_table7_row_trains_under_ddp_as_on_one_process(tiny_synthetic, tmp_path):
     """`loss.use_cls=false` (Table 7) once crashed DDP; NT-Xent* once had no negatives with one pair per process."""
     from framework_helpers import read_metrics, run_cli, tiny_overrides

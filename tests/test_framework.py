@@ -95,6 +95,7 @@ def test_ddp_evaluation_equals_single_process(trained_run, data_root, tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.extended
 def test_resume_gives_the_uninterrupted_result(trained_run, data_root, tmp_path):
     run_dir = tmp_path / "resumed"
     overrides = [*tiny_overrides(data_root), "trainer.log_every_n_steps=1", "optim.lr_schedule=constant"]

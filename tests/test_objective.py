@@ -135,6 +135,7 @@ def test_backbone_batch_norm_stays_frozen_in_train_mode():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_tiny_batch_is_overfit():
     torch.manual_seed(0)
     model = tiny_model(**{"decoder.layers": 1})

@@ -92,23 +92,24 @@ TWO_PLAIN = Setting(processes=2, workers=0, schedule="constant", val_every=1)
 DROPOUT = Setting(extra=("model.decoder.dropout=0.3",))
 
 slow = pytest.mark.slow
+extended = pytest.mark.extended  # make test-all only: a faster case guards the same mechanism
 CASES = [
     # fast: a whole-group SIGTERM with loader workers inside a later epoch; the DDP kill after a best
     pytest.param(ONE, Kill("train_batch", 1, 2, "SIGTERM", "group"), id="1p-group-sigterm-later-epoch"),
     pytest.param(TWO, Kill("epoch_start", 2, target="group"), id="2p-group-sigkill-after-best-checkpoint"),
     # slow: the rest of the space
     pytest.param(ONE, Kill("train_batch", 0, 1, "SIGTERM"), id="1p-sigterm-first-epoch", marks=slow),
-    pytest.param(ONE, Kill("validation_batch", 1, 1), id="1p-sigkill-during-validation", marks=slow),
+    pytest.param(ONE, Kill("validation_batch", 1, 1), id="1p-sigkill-during-validation", marks=[slow, extended]),
     pytest.param(ONE, Kill("validation_batch", 1, 1, "SIGTERM", "group"), id="1p-group-sigterm-during-validation",
                  marks=slow),
     pytest.param(ONE_PLAIN, Kill("train_batch", 2, 3), id="1p-sigkill-later-epoch-no-validation-between",
-                 marks=slow),
+                 marks=[slow, extended]),
     pytest.param(ONE_PLAIN, Kill("train_batch", 1, 1, "SIGINT", "group"), id="1p-ctrl-c", marks=slow),
-    pytest.param(DROPOUT, Kill("train_batch", 1, 2, "SIGTERM"), id="1p-dropout-sigterm", marks=slow),
+    pytest.param(DROPOUT, Kill("train_batch", 1, 2, "SIGTERM"), id="1p-dropout-sigterm", marks=[slow, extended]),
     pytest.param(TWO_PLAIN, Kill("train_batch", 1, 1, "SIGTERM", rank=1), id="2p-sigterm-rank1-only",
                  marks=slow),
     pytest.param(TWO, Kill("train_batch", 2, 0, "SIGTERM", "group"), id="2p-group-sigterm-with-workers",
-                 marks=slow),
+                 marks=[slow, extended]),
 ]
 
 
