@@ -229,7 +229,7 @@ MUTANTS = (
            '                [m[f"{split}/{n}/spearman"] for n, m in per_group.items()]) / len(per_group)\n',
            (M + "test_per_class_metrics_in_score_space_averaged_through_fisher_z",), slow=False),
     Mutant("model-space-true-unscaled", "model-space Spearman ranks the final true scores, not score / DD",
-           "module.py", '[r["true"] / r["scale"] for r in rows])', '[r["true"] for r in rows])',
+           "module.py", '[round(r["true"] / r["scale"], 9) for r in rows])', '[round(r["true"], 9) for r in rows])',
            (M + "test_per_class_metrics_in_score_space_averaged_through_fisher_z",
             M + "test_evaluation_step_multiplies_the_model_output_back_by_dd"), slow=False),
     Mutant("dd-not-multiplied-back", "evaluation rows keep the model-space output (DD not multiplied back)",
