@@ -48,6 +48,15 @@ if not OmegaConf.has_resolver("t2cr_aqa7_classes"):
     OmegaConf.register_new_resolver("t2cr_aqa7_classes", aqa7_classes_name)
 
 
+def times(a: float, b: float) -> float:
+    """${t2cr_times:a,b}: a value that follows another one's scale (the synthetic data's score range)."""
+    return float(a) * float(b)
+
+
+if not OmegaConf.has_resolver("t2cr_times"):
+    OmegaConf.register_new_resolver("t2cr_times", times)
+
+
 def is_rank_zero() -> bool:
     """Rank 0 of the job, also before the Trainer exists (children carry a non-zero rank variable)."""
     return all(os.environ.get(v, "0") == "0" for v in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from t2cr.data.annotation_checks import (
     DIVING_RULES,
+    SampleRules,
     Where,
     check_splits,
     frame_range,
@@ -39,11 +40,13 @@ MTL_AQA_FIELDS = ("final_score", "difficulty", "dive_number", "start_frame", "en
 MTL_AQA_RULES = dataclasses.replace(DIVING_RULES, disjoint_splits=False)
 
 
-def read_mtl_aqa(annotations: Path, split_id: int = 0) -> Splits:
+def read_mtl_aqa(annotations: Path, split_id: int = 0, max_score_per_difficulty: float = 30.0) -> Splits:
     """MTL-AQA: `final_annotations_dict_with_dive_number.pkl` + `{train,test}_split_{k}.pkl`.
 
-    Frames live in one folder per event (`{event:02d}`); a sample ends at `end_frame`.
+    Frames live in one folder per event (`{event:02d}`); a sample ends at `end_frame`. A final score above
+    `max_score_per_difficulty` x DD is refused (diving: three judges' marks of 0-10).
     """
+    rules = dataclasses.replace(MTL_AQA_RULES, max_score_per_difficulty=float(max_score_per_difficulty))
     annotations = Path(annotations)
     labels_path = annotations / MTL_AQA_FILE
     labels = load_pickle(labels_path, "MTL-AQA annotation file")
@@ -63,9 +66,9 @@ def read_mtl_aqa(annotations: Path, split_id: int = 0) -> Splits:
                                     "the folder holding it")
         keys = split_keys(load_pickle(path, f"MTL-AQA {split} split"), path, _mtl_key)
         require_keys(keys, labels, path, labels_path)
-        splits[split] = [_mtl_sample(key, labels[key], Where.at(labels_path, key)) for key in keys]
+        splits[split] = [_mtl_sample(key, labels[key], Where.at(labels_path, key), rules) for key in keys]
         sources[split] = str(path)
-    return check_splits(splits, sources, MTL_AQA_RULES)
+    return check_splits(splits, sources, rules)
 
 
 def _mtl_key(raw: object, where: Where) -> tuple[int, int]:
@@ -74,12 +77,12 @@ def _mtl_key(raw: object, where: Where) -> tuple[int, int]:
     return integer(event, where, "event", minimum=0), integer(idx, where, "idx", minimum=0)
 
 
-def _mtl_sample(key: tuple[int, int], entry: object, where: Where) -> Sample:
+def _mtl_sample(key: tuple[int, int], entry: object, where: Where, rules: SampleRules) -> Sample:
     fields = record(entry, where, MTL_AQA_FIELDS, "MTL-AQA annotations with dive numbers")
-    start, end = frame_range(fields["start_frame"], fields["end_frame"], where, MTL_AQA_RULES)
+    start, end = frame_range(fields["start_frame"], fields["end_frame"], where, rules)
     event = key[0]
     score, difficulty = score_and_difficulty(fields["final_score"], fields["difficulty"], where,
-                                             MTL_AQA_RULES, ("final_score", "difficulty"))
+                                             rules, ("final_score", "difficulty"))
     # optional: the judges' marks (MUSDL's targets); annotation files without them still read
     judges = judge_marks(fields["judge_scores"], where) if fields.get("judge_scores") is not None else None
     return Sample(
@@ -90,7 +93,7 @@ def _mtl_sample(key: tuple[int, int], entry: object, where: Where) -> Sample:
 
 
 READERS: dict[str, Callable[..., Splits]] = {
-    "mtl_aqa": lambda annotations, config: read_mtl_aqa(annotations, config.split_id),
+    "mtl_aqa": lambda folder, config: read_mtl_aqa(folder, config.split_id, config.max_score_per_difficulty),
     "finediving": read_finediving,
     "aqa7": read_aqa7,
     "jigsaws": read_jigsaws,

@@ -29,6 +29,9 @@ class SyntheticConfig:
     width: int = 64
     num_judges: int = 7
     jpeg_quality: int = 90
+    # every final score multiplied by this (the judges' marks stay 0-10, so MUSDL does not apply to scaled
+    # data): data on another score range, to show that a method's range follows the data (issue 27)
+    score_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.root, (str, os.PathLike)) or not str(self.root):
@@ -49,6 +52,10 @@ class SyntheticConfig:
                              f"({self.num_samples}); every event needs at least one dive")
         if self.num_judges % 2 == 0:
             raise ValueError(f"synthetic.num_judges must be odd (the middle three are kept), got {self.num_judges}")
+        if isinstance(self.score_scale, bool) or not isinstance(self.score_scale, (int, float)) \
+                or not self.score_scale > 0:
+            raise ValueError(f"synthetic.score_scale must be a number > 0, got {self.score_scale!r}")
+        self.score_scale = float(self.score_scale)
         if self.jpeg_quality > 95:
             raise ValueError(f"synthetic.jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
 
@@ -58,7 +65,10 @@ class SyntheticConfig:
 
     def identity(self) -> dict[str, int]:
         """The fields that define the dataset's content (all but root)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
+        identity = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
+        if identity["score_scale"] == 1.0:  # datasets generated before the option existed keep their identity
+            del identity["score_scale"]
+        return identity
 
 
 JUDGE_RULES = ("middle_three", "sum")
@@ -151,6 +161,8 @@ class DataConfig:
     # the dataset documents it: the baselines' score bins (USDL) and score scale (CoRe) follow it, and a run
     # whose targets leave it is refused before training. Default: diving with DD (3 judges x 10 marks)
     score_range: list[float] = field(default_factory=lambda: [0.0, 30.0])
+    # MTL-AQA's format: a final score above this x DD is refused as a broken annotation (three judges' 0-10)
+    max_score_per_difficulty: float = 30.0
     voting_exemplars: int = 10  # K
     small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members
     val_fraction: float = 0.0  # seeded validation split carved from train

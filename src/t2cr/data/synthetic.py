@@ -237,7 +237,7 @@ def make_annotations(config: SyntheticConfig) -> SyntheticAnnotations:
             raw = execution + judge_bias + rng.normal(0.0, JUDGE_NOISE_SD, size=config.num_judges)
             judges = [float(v) for v in np.clip(_round_half(raw), 0.0, 10.0)]
             middle = middle_three_sum(judges)
-            final_score = round(action.difficulty * middle, 2)
+            final_score = round(action.difficulty * middle * config.score_scale, 2)
             start = config.gap_frames + k * step
             annotations[(event, idx)] = {
                 "final_score": float(final_score),
