@@ -68,7 +68,7 @@ if [ "$GPUS" -ge 2 ]; then
 fi
 
 "$PYTHON" - "$WORK" "$OUT" <<'PY'
-"""One JSON summary: each step's exit status, its JSON output or the metrics of its run, and its last error line;
+"""One JSON summary: each step's exit status, its JSON output and its last error line;
 and one log: each step's output, its last 64 KiB of each stream (a few hundred KiB in all)."""
 import json
 import sys
@@ -89,9 +89,6 @@ for rc in sorted(work.glob("*.rc")):
         entry["result"] = json.loads(text.splitlines()[-1]) if text else None
     except (json.JSONDecodeError, IndexError):
         entry["result"] = None
-    metrics = work / name / "metrics.json"
-    if metrics.is_file():
-        entry["metrics"] = json.loads(metrics.read_text())
     error_text = (work / f"{name}.err").read_text(errors="replace")
     errors = [line for line in error_text.splitlines() if line.strip()]
     log.append(f"===== {name}: exit {entry['exit']}\n--- stdout\n{text[-TAIL:]}\n--- stderr\n{error_text[-TAIL:]}\n")

@@ -152,7 +152,7 @@ class _GlobalStatistics:
         one-pass variance does not cancel: the running mean where the layer tracks one (DDP starts every
         process with the same buffers, and the global statistics keep them equal), else zero."""
         if self.track_running_stats and self.running_mean is not None:  # type: ignore[attr-defined]
-            return self.running_mean.detach().to(x.dtype).clone()  # type: ignore[attr-defined]
+            return self.running_mean.detach().to(x.dtype)  # type: ignore[attr-defined]
         return x.new_zeros(x.shape[1])
 
     @torch.no_grad()
