@@ -40,6 +40,26 @@ VOTING_ITEMS = T + "test_voting_items_carry_exemplar_targets_the_query_difficult
 M = "tests/test_science_metrics.py::"
 B = "tests/test_science_baselines.py::"
 
+# the official code's way, paper_method=t2cr_reference (tests/test_reference_preset.py)
+R = "tests/test_reference_preset.py::"
+R_TOTAL = R + "test_the_preset_total_is_the_official_codes_loss_term_by_term"
+R_FUSION = R + "test_conv_fusion_is_a_1x1_convolution_per_path_then_gated_attention_added_residually"
+R_HEADS = R + "test_regressor_gate_token_score_head_and_decoder_without_final_norm"
+R_AUX = R + "test_auxiliary_path_heads_read_the_auxiliary_tokens_and_the_final_score_reads_the_base_path"
+R_BCE = R + "test_bce_on_softmax_is_binary_cross_entropy_of_the_probabilities_even_where_they_saturate"
+R_KEYS = R + "test_the_preset_composes_with_every_experiment_and_switches_only_its_keys[mtl_aqa_dd]"
+
+# data.transform.interpolation: the official code's nearest-neighbour frames (tests/test_transform_interpolation.py)
+INTERP = "tests/test_transform_interpolation.py::"
+CENTRE = INTERP + "test_nearest_takes_the_source_pixel_under_each_output_pixels_centre"
+PIL_REF = INTERP + "test_nearest_equals_the_reference_codes_pil_resize_at_its_frame_size"
+REFUSED = INTERP + "test_an_unknown_interpolation_is_refused_naming_the_setting"
+NOT_READ = INTERP + "test_a_bilinear_cache_is_not_read_by_a_nearest_run"
+NEAREST_CACHE = INTERP + "test_a_nearest_cache_holds_nearest_frames_and_resizes_what_it_lacks_alike"
+OLD_CACHE = INTERP + "test_a_cache_from_before_the_option_is_bilinear"
+IMPORT = INTERP + "test_imported_videos_are_resized_with_the_configs_interpolation"
+PRESETS = INTERP + "test_the_presets_say_where_their_frames_come_from"
+
 MUTANTS = (
     # -------------------- the T2CR losses and NT-Xent* under DDP
 
@@ -344,4 +364,68 @@ MUTANTS = (
     Mutant("core-inverted-groups", "CoRe builds a last group that ends before it starts", "models/core.py",
            "    if values[-1] > float(score_range):\n", "    if False:\n",
            ("tests/test_score_ranges.py::test_core_groups_on_the_real_mtl_aqa_without_dd_are_ordered",), slow=False),
+    # -------------------- the official code's way (issue 27: paper_method=t2cr_reference)
+    Mutant("reference-aux-heads-off", "the reference preset's auxiliary path feeds no head", "models/t2cr.py",
+           "if aux_tokens is not None and self.config.aux_path_heads else None",
+           "if aux_tokens is not None and False else None", (R_TOTAL, R_AUX), slow=False),
+    Mutant("reference-direct-weight-ignored", "loss.direct_weight does not weigh the direct MSE", "losses.py",
+           "reg = reg + cfg.direct_weight * F.mse_loss(", "reg = reg + F.mse_loss(", (R_TOTAL,), slow=False),
+    Mutant("reference-aux-direct-base-tokens", "the auxiliary path's direct score read from the base tokens",
+           "models/t2cr.py", "aux = self.path_heads(aux_tokens) if", "aux = self.path_heads(base_tokens) if",
+           (R_TOTAL, R_AUX), slow=False),
+    Mutant("reference-bce-unclamped-complement", "BCE on softmax: log(1 - p) from the probability (log(0) where "
+           "p rounds to 1)", "losses.py",
+           "    log_not_p = torch.logsumexp(others.masked_fill(eye, float(\"-inf\")), dim=2) - log_total\n",
+           "    log_not_p = torch.log1p(-log_p.exp())\n", (R_BCE,), slow=False),
+    Mutant("reference-bce-as-cross-entropy", "loss.cls_form=bce_softmax computes the cross-entropy", "losses.py",
+           "if cfg.cls_form == \"cross_entropy\"", "if True", (R_TOTAL,), slow=False),
+    Mutant("reference-simclr-one-anchor", "the symmetric SimCLR form anchors the base path only", "losses.py",
+           "        return (nt_xent_star(base, aux, tau, self.gather) + nt_xent_star(aux, base, tau, self.gather)) / 2",
+           "        return nt_xent_star(base, aux, tau, self.gather)", (R_TOTAL,), slow=False),
+    Mutant("reference-simclr-flattened", "the clip-mean SimCLR form compares flattened tokens", "losses.py",
+           "        base, aux = base.mean(dim=1), aux.mean(dim=1)\n", "", (R_TOTAL,), slow=False),
+    Mutant("reference-fusion-shared-conv", "the conv fusion mixes the auxiliary clips with the base path's conv",
+           "models/two_path.py", "torch.cat([self.base_mix(base), self.aux_mix(aux)], dim=1)",
+           "torch.cat([self.base_mix(base), self.base_mix(aux)], dim=1)", (R_FUSION, R_TOTAL), slow=False),
+    Mutant("reference-fusion-no-residual", "the conv fusion replaces the tokens by the attention's output",
+           "models/two_path.py", "        return tokens + self.attention(tokens)\n",
+           "        return self.attention(tokens)\n", (R_FUSION,), slow=False),
+    Mutant("reference-self-difference-fused", "the self-difference compares raw paths under the conv fusion",
+           "models/t2cr.py", "return self.difference(*self.fusion.each_path(encoding.base_tokens, encoding.aux_tokens))",
+           "return self.difference(encoding.base_tokens, encoding.aux_tokens)", (R_FUSION, R_TOTAL), slow=False),
+    Mutant("reference-se-ignored", "model.regressor_se builds the gate but the regressor skips it", "models/heads.py",
+           "        if self.gate is not None:\n            hidden = self.gate(hidden)\n", "", (R_HEADS, R_TOTAL),
+           slow=False),
+    Mutant("reference-final-norm-kept", "model.decoder.final_norm=false still normalises", "models/decoder.py",
+           "nn.LayerNorm(dim) if final_norm else nn.Identity()", "nn.LayerNorm(dim)", (R_HEADS,), slow=False),
+    Mutant("reference-token-score-unweighted", "loss.score_head_weight ignored", "losses.py",
+           '"score_head": cfg.score_head_weight}', '"score_head": 1.0}', (R_TOTAL,), slow=False),
+    # -------------------- data.transform.interpolation (issue 27: the official code's frames)
+    Mutant("interp-nearest-is-bilinear", "resize: nearest falls back to bilinear", "data/transforms.py",
+           '    if check_interpolation(interpolation) == "nearest":\n', "    if False:\n",
+           (CENTRE, PIL_REF), slow=False),
+    Mutant("interp-torch-nearest", "resize: torch's nearest (floor(i * in / out)) instead of PIL's pixel centres",
+           "data/transforms.py", "    return torch.from_numpy(np.asarray(picked)[0].astype(np.int64))\n",
+           "    return torch.arange(size_out) * size_in // size_out\n", (CENTRE, PIL_REF), slow=False),
+    Mutant("interp-not-validated", "TransformConfig accepts any interpolation", "data/transforms.py",
+           "    def __post_init__(self) -> None:\n        check_interpolation(self.interpolation)\n",
+           "    def __post_init__(self) -> None:\n        pass\n", (REFUSED,), slow=False),
+    Mutant("interp-transform-ignores-config", "VideoTransform resizes bilinear whatever its config says",
+           "data/transforms.py", "        self.interpolation = check_interpolation(config.interpolation)\n",
+           '        self.interpolation = "bilinear"\n', (CENTRE,), slow=False),
+    Mutant("interp-cache-method-fixed", "the cache records bilinear whatever the interpolation", "data/cache.py",
+           '"resize_method": resize_method(config.transform.interpolation)', '"resize_method": RESIZE_METHOD',
+           (NOT_READ,), slow=False),
+    Mutant("interp-fallback-bilinear", "CachedFrameSource resizes missing frames bilinear, not with the cache's method",
+           "data/cache.py", "        self.interpolation = interpolation_of(settings, self.cache_dir)\n",
+           '        self.interpolation = "bilinear"\n', (NEAREST_CACHE,), slow=False),
+    Mutant("interp-prepare-bilinear", "prepare_cache stores bilinear frames whatever the interpolation",
+           "data/cache.py", "numbers[i:i + chunk]), resize, interpolation)", "numbers[i:i + chunk]), resize)",
+           (NEAREST_CACHE,), slow=False),
+    Mutant("interp-old-cache-refused", "a cache without resize_method (older t2cr) is not read as bilinear",
+           "data/cache.py", '    method = settings.get("resize_method", RESIZE_METHOD)\n',
+           '    method = settings.get("resize_method")\n', (OLD_CACHE,), slow=False),
+    Mutant("interp-import-bilinear", "the video import resizes bilinear whatever the interpolation",
+           "data/video_import.py", "(resize_frames(np.stack(rgbs), resize, interpolation) if rgbs else None)",
+           "(resize_frames(np.stack(rgbs), resize) if rgbs else None)", (IMPORT,), slow=False),
 )

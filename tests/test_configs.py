@@ -119,8 +119,10 @@ def test_a_slurm_sweep_refuses_in_one_line_before_submitting(monkeypatch, capsys
         f"t2cr-{cfg.hydra.job.name}: error: trainer.devices=-1 means every visible GPU")
 
 
-@pytest.mark.parametrize("preset,resize", [("paper", [128, 228]), ("reference", [228, 128])])
-def test_transform_presets(preset, resize):
+@pytest.mark.parametrize("preset,resize,interpolation",
+                         [("ours", [128, 228], "bilinear"), ("reference_code", [228, 128], "nearest")])
+def test_transform_presets(preset, resize, interpolation):
     cfg = _compose(["data=mtl_aqa", f"data/transform={preset}", "data.annotations=a", "data.root=b"])
     data = to_dataclass(DataConfig, cfg.data)
     assert data.transform.resize == resize and data.transform.crop == [112, 112]
+    assert data.transform.interpolation == interpolation

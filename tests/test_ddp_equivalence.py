@@ -1,6 +1,7 @@
 """A training step on 2 processes is the step on 1 process with the same global batch.
 
-For the default model and for every job of every sweep in experiments/ (tiny backbone in place of I3D,
+For the default model, the official code's preset (paper_method=t2cr_reference) and every job of every sweep
+in experiments/ (tiny backbone in place of I3D,
 small frames): 2 gloo processes with one pair each give the same loss terms and the same gradients as
 one process with both pairs. DDP's part (the gradient average) is done by hand here, as DDP does it;
 what is tested is ours: NT-Xent* over the global batch and BatchNorm layers with global statistics.
@@ -41,7 +42,9 @@ def _case(cfg) -> dict:
 @functools.lru_cache(maxsize=1)
 def all_cases() -> dict[str, dict]:
     """Every distinct (model, loss) of the default run, the smoke run and every sweep job, by a readable name."""
-    cases = {"default": _case(compose_train(*PATHS)), "smoke": _case(compose_train("experiment=smoke"))}
+    cases = {"default": _case(compose_train(*PATHS)), "smoke": _case(compose_train("experiment=smoke")),
+             # the official code's way (issue 27): its symmetric SimCLR loss couples the batch twice per path
+             "t2cr_reference": _case(compose_train("paper_method=t2cr_reference", *PATHS))}
     seen = {json.dumps(c, sort_keys=True) for c in cases.values()}
     for sweep in sorted(SWEEPS):
         settings = {tuple(o for o in job if not o.startswith("seed=")): None

@@ -215,6 +215,17 @@ def test_store_names_its_settings_and_refuses_others(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
 
 
+def test_store_name_changes_with_the_interpolation_and_bilinear_keeps_the_old_name(tmp_path):
+    model = _module(_model(3)).model
+    args = (model.backbone, model.clip_frame_indices, {"name": "x"}, [24, 24], [20, 20])
+    old = clip_store.feature_store_settings(*args)  # a store made before data.transform.interpolation existed
+    assert "interpolation" not in old
+    assert clip_store.feature_store_settings(*args, "bilinear") == old
+    nearest = clip_store.feature_store_settings(*args, "nearest")
+    assert nearest["interpolation"] == "nearest"
+    assert clip_store.store_path(tmp_path, nearest) != clip_store.store_path(tmp_path, old)
+
+
 # ------------------------------------------------------------------------------- transform on the device
 def _reference_transform(frames: np.ndarray, resize, crop, rng) -> torch.Tensor:
     """The per-video CPU transform the loaders used before the device-side one (float resize first)."""

@@ -178,10 +178,10 @@ def test_where_the_data_lives_is_applied_without_a_deviation():
 def test_group_overrides_must_give_the_checkpoints_own_values():
     # the training overlay the checkpoint was made with: nothing changes
     assert settings_for(["+experiment=smoke"]).data == saved_run()["data"]
-    refused = (r"\+data/transform=reference sets data\.transform\.crop=\[112, 112\], "
+    refused = (r"\+data/transform=reference_code sets data\.transform\.crop=\[112, 112\], "
                r"but x\.ckpt was trained with \[32, 32\]")
     with pytest.raises(UserError, match=refused):
-        settings_for(["+data/transform=reference"])
+        settings_for(["+data/transform=reference_code"])
     with pytest.raises(UserError, match="trained with data.num_frames=32"):
         settings_for(["data.num_frames=16"])
 

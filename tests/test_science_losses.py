@@ -186,7 +186,8 @@ def fake_output(seed: int = 5, batch: int = B):
     def video():
         return SimpleNamespace(base_tokens=r(batch, M, D), aux_tokens=r(batch, M, D, scale=1.5, shift=0.3),
                                tokens=torch.full((batch, 2 * M, D), float("nan"), dtype=torch.float64),
-                               direct=r(batch, scale=2.0, shift=7.0), logits=r(batch, CLASSES, scale=1.5))
+                               direct=r(batch, scale=2.0, shift=7.0), logits=r(batch, CLASSES, scale=1.5),
+                               token_score=None, aux_heads=None)  # the official code's heads: off
 
     out = SimpleNamespace(query=video(), exemplar=video(), delta=r(batch), delta_reverse=r(batch, shift=-0.4),
                           self_delta_query=r(batch, scale=0.6), self_delta_exemplar=r(batch, scale=0.9, shift=0.2))

@@ -271,7 +271,8 @@ def test_both_paths_in_one_call_give_the_mean_of_the_two_means(monkeypatch):
     tokens = {k: torch.randn(3, 10, 64, generator=g, requires_grad=True) for k in ("qb", "qa", "eb", "ea")}
 
     def video(base: torch.Tensor, aux: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(base_tokens=base, aux_tokens=aux, direct=None, logits=None)
+        return SimpleNamespace(base_tokens=base, aux_tokens=aux, direct=None, logits=None, token_score=None,
+                               aux_heads=None)
 
     output = SimpleNamespace(query=video(tokens["qb"], tokens["qa"]), exemplar=video(tokens["eb"], tokens["ea"]),
                              delta=torch.zeros(3), delta_reverse=torch.zeros(3),

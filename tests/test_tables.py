@@ -253,7 +253,7 @@ def test_fast_ablation_runs_are_labelled_a_deviation(tmp_path, paper):
 def _hydra_record(job, experiment, data):
     """The choices Hydra records in .hydra/hydra.yaml (the run's experiment and data config)."""
     (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"runtime": {"choices": {"experiment": experiment, "data": data, "data/transform": "paper"}}}}))
+        {"hydra": {"runtime": {"choices": {"experiment": experiment, "data": data, "data/transform": "ours"}}}}))
 
 
 def test_runs_off_the_paper_protocol_are_marked_and_listed(tmp_path, paper):
@@ -268,7 +268,7 @@ def test_runs_off_the_paper_protocol_are_marked_and_listed(tmp_path, paper):
         "train": {"found": 1059, "dropped": 0, "kept": 1059}, "test": {"found": 353, "dropped": 0, "kept": 353}}))
     _hydra_record(full, "mtl_aqa_dd", "mtl_aqa")
     throwaway = _config(1, data_name="mtl_aqa", classes=None, exemplar_rule="random")
-    throwaway["data"]["transform"] = {"resize": [64, 64], "crop": [56, 56]}
+    throwaway["data"]["transform"] = {"resize": [64, 64], "crop": [56, 56], "interpolation": "nearest"}
     throwaway["trainer"] = {"max_epochs": 1, "limit_train_batches": 2, "limit_test_batches": 0.5}
     throwaway["model"]["backbone"] = {"random_init": True}
     small = _job(sweep, 1, "throwaway", throwaway, _metrics(0.70, 4.0, epochs=1, samples_per_split={
@@ -283,6 +283,7 @@ def test_runs_off_the_paper_protocol_are_marked_and_listed(tmp_path, paper):
     assert "train 1051 of 1059, test 349 of 353" in texts["d"]
     assert "data.transform.resize=[64, 64], data=mtl_aqa has [128, 228]" in texts["e"]
     assert "data.transform.crop=[56, 56], data=mtl_aqa has [112, 112]" in texts["e"]
+    assert "data.transform.interpolation=nearest, data=mtl_aqa has bilinear" in texts["e"]
     assert _row(result, "w/o DD").marks == ["a", "b", "c", "d", "e"] and _row(result, "w/ DD").marks == []
     markdown = tables.render_markdown(result)
     lines = markdown.splitlines()
@@ -309,7 +310,8 @@ def test_unknown_setting_is_not_compared_and_old_runs_say_what_is_unknown(tmp_pa
     assert [d.text for d in result.deviations] == [expected]
     assert tables.setting_max_epochs("table6/mse") == 200  # through mtl_aqa_dd and paper/common
     assert tables.setting_max_epochs("no_such_experiment") is None
-    assert tables.setting_transform("jigsaws") == {"resize": [128, 170], "crop": [112, 112]}
+    assert tables.setting_transform("jigsaws") == {"resize": [128, 170], "crop": [112, 112],
+                                                   "interpolation": "bilinear"}
 
 
 # ----------------------------------------------------------------------- Table 4 (JIGSAWS, folds)
@@ -499,3 +501,24 @@ def test_reference_protocol_takes_each_figure_at_its_own_best_epoch():
         "reference/test/rl2"] == 1.0  # the last evaluation counts too
     withheld = reference_protocol(curve, {"test/spearman": 0.65}, has_val=True)
     assert withheld["reference/test/spearman"] is None and "validation split" in withheld["reference_protocol"]
+
+
+def test_a_published_average_that_its_own_rows_do_not_give_is_noted_in_every_table_of_that_paper_table():
+    """Issue 27: CoRe's AQA-7 average in Table 1 (0.8401) is not the Fisher-z average of its classes (0.8433)."""
+    def spec(source: str, average: float) -> dict:
+        return {"source": source, "layout": "groups", "rows": {"a": {"spearman": 0.5, "rl2": 1.0},
+                                                                 "b": {"spearman": 0.9, "rl2": 2.0}},
+                "average": {"spearman": average, "rl2": 1.5}}
+
+    # by hand: tanh((atanh 0.5 + atanh 0.9) / 2) = tanh((0.549306 + 1.472219) / 2) = tanh(1.010763) = 0.76608
+    paper = {"tables": {"table1": spec("Sec. 4.4, Table 1", 0.7661),
+                        "methods_core": spec("Sec. 4.4, Table 1 (AQA-7), row CoRe [42]", 0.7001),
+                        "table4": spec("Sec. 4.4, Table 4", 0.7001)}}
+    # T2CR's own average holds; Table 4 is another paper table
+    assert tables.paper_average_notes(paper, paper["tables"]["table1"]) == [
+        "CoRe [42]'s published spearman average 0.7001 is not the Fisher-z average of its own per-group numbers "
+        "(0.7661)"]
+    assert tables.paper_average_notes(paper, paper["tables"]["table4"])[0].startswith("T2CR's published spearman")
+    real = tables.load_paper_results()
+    table1 = tables.paper_average_notes(real, real["tables"]["table1"])
+    assert len(table1) == 1 and "0.8401" in table1[0] and "(0.8433)" in table1[0]

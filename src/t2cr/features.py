@@ -146,9 +146,10 @@ def backbone_digest(backbone: nn.Module) -> str:
 
 
 def feature_store_settings(backbone: nn.Module, clip_frame_indices: torch.Tensor, data_identity: dict[str, Any],
-                           resize: Sequence[int], crop: Sequence[int]) -> dict[str, Any]:
+                           resize: Sequence[int], crop: Sequence[int],
+                           interpolation: str = "bilinear") -> dict[str, Any]:
     """Everything stored features depend on; its digest names the store file."""
-    return {
+    settings = {
         "version": FEATURE_CACHE_VERSION,
         "backbone": backbone_digest(backbone),
         "clip_frame_indices": clip_frame_indices.tolist(),
@@ -157,6 +158,9 @@ def feature_store_settings(backbone: nn.Module, clip_frame_indices: torch.Tensor
         "crop": [int(v) for v in crop],
         "read": "evaluation (centre crop, no temporal jitter, no flip)",
     }
+    if interpolation != "bilinear":  # named only when not the default: stores made before it keep their names
+        settings["interpolation"] = interpolation
+    return settings
 
 
 def store_path(cache_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
@@ -298,7 +302,7 @@ class ClipFeatures(Callback):
         """What stored clip features depend on: this backbone's weights, the clip plan, the data's reads."""
         transform = datamodule.reader.transform
         return feature_store_settings(model.backbone, model.clip_frame_indices, datamodule.data_identity(),
-                                      transform.resize, transform.crop)
+                                      transform.resize, transform.crop, transform.interpolation)
 
     @staticmethod
     def _new_table(pl_module: pl.LightningModule, datamodule, device: torch.device) -> FeatureTable:

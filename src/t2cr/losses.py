@@ -22,7 +22,8 @@ from torch.autograd.function import once_differentiable
 
 from t2cr.config_checks import require_number
 
-__all__ = ["LossConfig", "T2CRLoss", "nt_xent_star", "path_mse", "soft_dtw", "soft_dtw_cuda_selfcheck"]
+__all__ = ["LossConfig", "T2CRLoss", "bce_on_softmax", "nt_xent_star", "path_mse", "soft_dtw",
+           "soft_dtw_cuda_selfcheck"]
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -397,6 +398,23 @@ def nt_xent_star(base: Tensor, aux: Tensor, tau: float = 0.1,
     return loss.mean()
 
 
+def bce_on_softmax(logits: Tensor, labels: Tensor) -> Tensor:
+    """Binary cross-entropy of the softmax probabilities against one-hot labels, averaged over every (video,
+    class) entry: the official T2CR code's action-type loss (BCELoss on softmax outputs).
+
+    Computed from the logits in float32 with log p and log(1 - p) as differences of logsumexps (no
+    log(0) where a probability rounds to 0 or 1), each clamped at -100 as BCELoss clamps its logs."""
+    z = _upcast(logits)
+    num_classes = z.shape[1]
+    log_total = torch.logsumexp(z, dim=1, keepdim=True)
+    log_p = z - log_total
+    others = z.unsqueeze(1).expand(-1, num_classes, -1)  # (V, C, C): row c holds every logit but z_c
+    eye = torch.eye(num_classes, dtype=torch.bool, device=z.device)
+    log_not_p = torch.logsumexp(others.masked_fill(eye, float("-inf")), dim=2) - log_total
+    one_hot = F.one_hot(labels, num_classes).to(z.dtype)
+    return -(one_hot * log_p.clamp_min(-100.0) + (1 - one_hot) * log_not_p.clamp_min(-100.0)).mean()
+
+
 def path_mse(base: Tensor, aux: Tensor) -> Tensor:
     """Mean squared error between the two pathways' tokens (the MSE consistency term of Table 6)."""
     if base.shape != aux.shape:
@@ -405,6 +423,10 @@ def path_mse(base: Tensor, aux: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------ composite (Eq. 19)
+CLS_FORMS = ("cross_entropy", "bce_softmax")
+NTXENT_FORMS = ("tokens", "clip_mean_symmetric")
+
+
 @dataclass
 class LossConfig:
     """Eq. 19 weights lambda1..lambda5 and the switches of Tables 6 and 7 (defaults: Sec. 4.3). The schema of
@@ -422,11 +444,22 @@ class LossConfig:
     use_path_ntxent: bool = True  # Table 6 "NT-Xent*"
     tau: float = 0.1
     gamma: float = 0.1
+    # The official code's way where it differs from the paper's text (paper_method=t2cr_reference):
+    direct_weight: float = 1.0  # the direct-score MSE inside J_reg, relative to the difference-score MSE
+    score_head_weight: float = 1.0  # MSE of the token score head (model.token_score_head) to the score
+    cls_form: str = "cross_entropy"  # J_cls: "cross_entropy" (Eq. 9) | "bce_softmax" (the official code)
+    # L_cl on "tokens": the flattened tokens, the base path the anchor (Eq. 16-17), or "clip_mean_symmetric":
+    # the clip-averaged tokens with each path the anchor in turn (the official code's SimCLR loss)
+    ntxent_form: str = "tokens"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("cls_form", CLS_FORMS), ("ntxent_form", NTXENT_FORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"loss.{name} is {getattr(self, name)!r}; expected one of {list(allowed)}")
         # finite numbers only: NaN passes every comparison, and an infinite weight or temperature makes the
         # total loss inf or NaN
-        for name in ("reg_weight", "cls_weight", "aln_weight", "self_weight", "path_weight"):
+        for name in ("reg_weight", "cls_weight", "aln_weight", "self_weight", "path_weight", "direct_weight",
+                     "score_head_weight"):
             value = require_number(getattr(self, name), f"loss.{name}")
             if value < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {value}; turn a term off with its use_* "
@@ -463,17 +496,26 @@ class T2CRLoss(nn.Module):
         target_deltas = torch.cat([query_score - exemplar_score, exemplar_score - query_score])
         up = _upcast  # heads may run in bf16 under autocast; the loss is computed in fp32 (fp64 stays fp64)
         reg = F.mse_loss(up(deltas), up(target_deltas))
+        scores = torch.cat([query_score, exemplar_score])
+        # the heads' outputs over the pair's videos: base path, then the auxiliary one where the model supervises it
+        paths = [(q, e)] + ([(q.aux_heads, e.aux_heads)] if q.aux_heads is not None else [])
         if q.direct is not None:
-            direct = up(torch.cat([q.direct, e.direct]))
-            reg = reg + F.mse_loss(direct, up(torch.cat([query_score, exemplar_score])))
+            direct = up(torch.cat([torch.cat([a.direct, b.direct]) for a, b in paths]))
+            reg = reg + cfg.direct_weight * F.mse_loss(direct, up(scores.repeat(len(paths))))
         terms["reg"] = reg
+
+        if q.token_score is not None:
+            token_scores = up(torch.cat([torch.cat([a.token_score, b.token_score]) for a, b in paths]))
+            terms["score_head"] = F.mse_loss(token_scores, up(scores.repeat(len(paths))))
 
         if cfg.use_cls and q.logits is not None:
             if query_label is None or exemplar_label is None:
                 raise ValueError("the action-type loss needs query and exemplar labels; "
                                  "set loss.use_cls=false for data without action types")
-            terms["cls"] = F.cross_entropy(up(torch.cat([q.logits, e.logits])),
-                                           torch.cat([query_label, exemplar_label]))
+            logits = up(torch.cat([torch.cat([a.logits, b.logits]) for a, b in paths]))
+            labels = torch.cat([query_label, exemplar_label]).repeat(len(paths))
+            terms["cls"] = (F.cross_entropy(logits, labels) if cfg.cls_form == "cross_entropy"
+                            else bce_on_softmax(logits, labels))
 
         if cfg.use_aln:
             if q.aux_tokens is None:
@@ -497,10 +539,19 @@ class T2CRLoss(nn.Module):
                 if cfg.use_path_mse:
                     path = path + path_mse(video.base_tokens, video.aux_tokens) / 2
                 if cfg.use_path_ntxent:
-                    path = path + nt_xent_star(video.base_tokens, video.aux_tokens, cfg.tau, self.gather) / 2
+                    path = path + self._contrast_paths(video.base_tokens, video.aux_tokens) / 2
             terms["path"] = path
 
         weights = {"reg": cfg.reg_weight, "cls": cfg.cls_weight, "aln": cfg.aln_weight,
-                   "self": cfg.self_weight, "path": cfg.path_weight}
+                   "self": cfg.self_weight, "path": cfg.path_weight, "score_head": cfg.score_head_weight}
         terms["total"] = sum(weights[name] * value for name, value in terms.items())
         return terms
+
+    def _contrast_paths(self, base: Tensor, aux: Tensor) -> Tensor:
+        """L_cl of one video set's two paths (V, M, d), in the form `loss.ntxent_form` names."""
+        tau = self.config.tau
+        if self.config.ntxent_form == "tokens":
+            return nt_xent_star(base, aux, tau, self.gather)
+        base, aux = base.mean(dim=1), aux.mean(dim=1)
+        # every video of both paths an anchor once: the mean over 2B anchors is the mean of the two directions
+        return (nt_xent_star(base, aux, tau, self.gather) + nt_xent_star(aux, base, tau, self.gather)) / 2

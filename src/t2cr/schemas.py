@@ -26,7 +26,7 @@ SCHEMAS: dict[str, type] = {
     "optim": OptimConfig,
     "runtime": RuntimeConfig,
     "data": DataConfig,
-    # a transform option is a whole transform: selecting one (e.g. +data/transform=reference on data whose
+    # a transform option is a whole transform: selecting one (e.g. +data/transform=reference_code on data whose
     # own file sets a transform) resets every field to the schema's before the option's own values
     "data/transform": TransformConfig,
 }

@@ -370,6 +370,8 @@ class TableResult:
     sources: list[str]
     filtered: bool = True
     deviations: list[Deviation] = field(default_factory=list)  # settings of the runs that differ from the paper's
+    # where a published average of this paper table is not the average of its own per-group numbers
+    paper_notes: list[str] = field(default_factory=list)
 
     @property
     def has_paper_values(self) -> bool:
@@ -511,7 +513,39 @@ def build_table(runs: Sequence[Run], paper: dict[str, Any], table: str, metric: 
         paths = {str(run.path) for run in row.runs}
         row.marks = [d.mark for d in deviations if d.paths & paths]
     return TableResult(name=table, spec=spec, metric=metric, metric_keys=keys, rows=rows, issues=issues,
-                       sources=[str(s) for s in sources], filtered=use_filter, deviations=deviations)
+                       sources=[str(s) for s in sources], filtered=use_filter, deviations=deviations,
+                       paper_notes=paper_average_notes(paper, spec))
+
+
+def _decimals(value: float) -> int:
+    text = repr(float(value))
+    return len(text.split(".")[1]) if "." in text and "e" not in text else 6
+
+
+def paper_average_notes(paper: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """Every published average of the same paper table (the tables whose source names it: Table 1 holds T2CR's
+    and the baselines' rows) that its own per-group numbers do not give, at the average's printed precision:
+    Spearman averaged through Fisher's z (as our averages are, and as the papers state), R-l2 plainly."""
+    paper_table = str(spec.get("source", "")).split(" (")[0].split(", row")[0]
+    notes = []
+    for other in paper["tables"].values():
+        average, rows = other.get("average"), other.get("rows")
+        if not (average and rows and str(other.get("source", "")).startswith(paper_table)):
+            continue
+        who = str(other.get("source", "")).partition(", row ")[2] or "T2CR"
+        for metric, combine, how in (("spearman", fisher_z_mean, "Fisher-z average"),
+                                     ("rl2", lambda v: sum(v) / len(v), "mean")):
+            values = [r[metric] for r in rows.values() if r.get(metric) is not None]
+            if average.get(metric) is None or len(values) != len(rows):
+                continue
+            computed = combine(values)
+            # the published numbers are rounded: allow half a unit of the inputs' last digit and of the average's
+            slack = 0.5 * 10.0 ** -max(_decimals(v) for v in values) + 0.5 * 10.0 ** -_decimals(average[metric])
+            if abs(computed - float(average[metric])) > slack * (1 + 1e-9):
+                shown = max(_decimals(average[metric]), *(_decimals(v) for v in values))
+                notes.append(f"{who}'s published {metric} average {average[metric]} is not the {how} of its own "
+                             f"per-group numbers ({computed:.{shown}f})")
+    return notes
 
 
 FAST_ABLATION_NOTE = ("fast ablation mode (runtime=fast_ablation): I3D frozen at its Kinetics weights, clip features "
@@ -614,7 +648,8 @@ def _dropped_samples(run: Run) -> str:
 
 
 def _changed_transform(run: Run) -> list[str]:
-    """data.transform.resize / crop where they differ from the setting's (data config, experiment overlay)."""
+    """data.transform.resize / crop / interpolation where they differ from the setting's (data config, experiment
+    overlay)."""
     if not isinstance(run.get("data.transform"), dict):
         return []
     data = run.choice("data") or show(run.get("data.name"))
@@ -666,7 +701,7 @@ def setting_max_epochs(experiment: str) -> int | None:
 
 
 def setting_transform(data: str, experiment: str | None = None) -> dict[str, Any] | None:
-    """resize and crop as conf/data/<data>.yaml sets them (its transform preset, its own transform block, the
+    """resize, crop and interpolation as conf/data/<data>.yaml sets them (its transform preset, its own transform block, the
     experiment's overlay over both, the schema's defaults under all); None for an unknown data config."""
     # imported only when a run is compared: it imports torch
     from t2cr.data.transforms import TransformConfig
@@ -675,7 +710,8 @@ def setting_transform(data: str, experiment: str | None = None) -> dict[str, Any
     if node is None:
         return None
     schema = TransformConfig()
-    values: dict[str, Any] = {"resize": list(schema.resize), "crop": list(schema.crop)}
+    values: dict[str, Any] = {"resize": list(schema.resize), "crop": list(schema.crop),
+                              "interpolation": schema.interpolation}
     presets = [entry["transform"] for entry in node.get("defaults") or []
                if isinstance(entry, dict) and isinstance(entry.get("transform"), str)]
     layers = [_conf_yaml(f"data/transform/{preset}") or {} for preset in presets]
@@ -1026,6 +1062,9 @@ def render_markdown(result: TableResult) -> str:
         cells.append(", ".join(str(s) for s in row.seeds) or "—")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if result.paper_notes:
+        lines += [f"- **Paper's average**: {note}." for note in result.paper_notes]
+        lines.append("")
     if result.deviations:  # marked on the rows above: these numbers are not comparable with the paper's
         lines += [f"- **Deviation from the paper** [{d.mark}]: {d.text}." for d in result.deviations]
         lines.append("")

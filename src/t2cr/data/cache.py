@@ -5,7 +5,7 @@ reads it (data.use_cache=auto) as soon as it is complete and was made for the sa
 
 Layout of a cache folder:
 
-    settings.json        what the cache holds: format version, resize, resize method and the data
+    settings.json        what the cache holds: format version, resize, resize method (the interpolation) and the data
                          settings that determine the content (name, format, root, source, pattern,
                          num_frames, frame_selection, train_shift); written first
     samples/<name>.npy   uint8 (n, H, W, 3): the sample's candidate frames (SampleReader.candidate_frames),
@@ -19,11 +19,13 @@ continues where it stopped (samples whose files are complete for the same settin
 folder without manifest.json, or whose manifest was made for other settings, is never read as a cache.
 Concurrent prepares of one folder take turns (a filelock on its .lock file).
 
-Resizing: frames are resized with exactly the operation VideoTransform applies (torch bilinear,
-antialias, on float frames in [0, 1]) and rounded to uint8; VideoTransform then skips its own resize
-because the frames already have the target size. The cached path therefore differs from reading the raw
-frames only by that rounding: at most half a uint8 step (0.5 / 255) per pixel before normalisation, and
-nothing at all where the raw frames already have the target size.
+Resizing: frames are resized with exactly the operation VideoTransform applies (data.transform.interpolation:
+torch bilinear with antialias on float frames in [0, 1], or PIL's nearest neighbour) and rounded to uint8;
+VideoTransform then skips its own resize because the frames already have the target size. The cached path
+therefore differs from reading the raw frames only by that rounding: at most half a uint8 step (0.5 / 255)
+per pixel before normalisation, and nothing at all where the raw frames already have the target size or are
+resized with nearest. The settings record the resize method, so a run with another interpolation never reads
+the cache, and frames the cache lacks are resized with the cache's own method.
 
 There is no implicit cache location: without data.cache_dir no cache is read or written
 (`resolve_cache_dir`); a cache is large and belongs where the user puts it (e.g. a node-local disk).
@@ -48,7 +50,7 @@ import numpy as np
 
 from t2cr.data.frames import FrameSource, VideoFileSource, build_frame_source
 from t2cr.data.samples import Sample
-from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
+from t2cr.data.transforms import CHUNK_FRAMES, check_interpolation, resize_frames
 from t2cr.io import atomic_write, file_lock, read_json, remove_temporaries, write_json
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 WRITER = "t2cr.data.cache"
 CACHE_FORMAT = 1
 RESIZE_METHOD = "torch-bilinear-antialias"  # bump with any change of resize_frames
+# the resize method a cache records for each data.transform.interpolation; bilinear keeps the name caches had
+# before the option existed, so they stay valid
+RESIZE_METHODS = {"bilinear": RESIZE_METHOD, "nearest": "pil-nearest"}
 SETTINGS_FILE = "settings.json"
 MANIFEST_FILE = "manifest.json"
 SAMPLES_DIR = "samples"
@@ -98,14 +103,29 @@ def cache_identity(config) -> dict[str, Any]:
     return identity
 
 
+def resize_method(interpolation: str) -> str:
+    """The resize method a cache made with data.transform.interpolation=`interpolation` records."""
+    return RESIZE_METHODS[check_interpolation(interpolation)]
+
+
+def interpolation_of(settings: dict[str, Any], where: Path) -> str:
+    """The interpolation of a cache's settings or manifest; one written before the key existed is bilinear."""
+    method = settings.get("resize_method", RESIZE_METHOD)
+    for interpolation, recorded in RESIZE_METHODS.items():
+        if recorded == method:
+            return interpolation
+    raise ValueError(f"{where} was resized with {method!r}, which this t2cr does not know "
+                     f"(it knows {sorted(RESIZE_METHODS.values())}); prepare the cache again")
+
+
 def cache_settings(config, resize_hw: Sequence[int] | None = None) -> dict[str, Any]:
     """What a cache made for `config` records (and what a run compares with its manifest)."""
     resize = config.transform.resize if resize_hw is None else resize_hw
     return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": [int(v) for v in resize],
-            "resize_method": RESIZE_METHOD, "data": cache_identity(config)}
+            "resize_method": resize_method(config.transform.interpolation), "data": cache_identity(config)}
 
 
-def _settings_without_config(reader, raw_source, resize: list[int]) -> dict[str, Any]:
+def _settings_without_config(reader, raw_source, resize: list[int], interpolation: str) -> dict[str, Any]:
     pattern = getattr(raw_source, "pattern", None)
     data = {"name": None, "format": None, "root": str(getattr(raw_source, "root", "")),
             "source": "video" if isinstance(raw_source, VideoFileSource) else "jpeg",
@@ -115,8 +135,8 @@ def _settings_without_config(reader, raw_source, resize: list[int]) -> dict[str,
         data["video"] = {"pattern": pattern, "first_frame": int(getattr(raw_source, "first_frame", 0))}
     else:
         data["frame_pattern"] = pattern
-    return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": resize, "resize_method": RESIZE_METHOD,
-            "data": data}
+    return {"writer": WRITER, "format_version": CACHE_FORMAT, "resize": resize,
+            "resize_method": resize_method(interpolation), "data": data}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -182,6 +202,8 @@ class CachedFrameSource:
             raise FileNotFoundError(f"{self.cache_dir} is not a frame cache (no {MANIFEST_FILE} or {SETTINGS_FILE}); "
                                     "write one with t2cr-prepare")
         self.resize = tuple(int(v) for v in settings["resize"])
+        # frames the cache lacks are resized as the cached ones were, whatever the run's own setting
+        self.interpolation = interpolation_of(settings, self.cache_dir)
         self._entries: dict[str, _Entry | None] = {}
 
     def entry(self, sample: Sample) -> _Entry | None:
@@ -215,7 +237,7 @@ class CachedFrameSource:
             if self.fallback is None:
                 raise CacheMissError(f"sample {sample.key_str} is not in the frame cache {self.cache_dir} "
                                      f"(run t2cr-prepare with this data.cache_dir, or data.use_cache=auto)")
-            return resize_frames(self.fallback.read(sample, numbers), self.resize)
+            return resize_frames(self.fallback.read(sample, numbers), self.resize, self.interpolation)
         array = np.load(entry.array, mmap_mode="r")
         rows = np.clip(np.searchsorted(entry.numbers, numbers), 0, max(len(entry.numbers) - 1, 0))
         hit = entry.numbers[rows] == numbers if len(entry.numbers) else np.zeros(len(numbers), dtype=bool)
@@ -229,7 +251,7 @@ class CachedFrameSource:
                                  "the run's data.num_frames / frame_selection / train_shift")
         out = np.empty((len(numbers), *array.shape[1:]), dtype=np.uint8)
         out[hit] = array[rows[hit]]
-        out[~hit] = resize_frames(self.fallback.read(sample, missing), array.shape[1:3])
+        out[~hit] = resize_frames(self.fallback.read(sample, missing), array.shape[1:3], self.interpolation)
         return out
 
 
@@ -358,10 +380,10 @@ def _split_cached(unique: dict[str, Sample], reader, samples_dir: Path,
     return indexes, todo
 
 
-def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int], name: str, sample: Sample,
-                   numbers: np.ndarray) -> tuple[str, dict]:
+def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int], interpolation: str, name: str,
+                   sample: Sample, numbers: np.ndarray) -> tuple[str, dict]:
     """Decode, resize and write one entry: its .npy, then its .json index (which marks it complete)."""
-    frames = _decode(raw_source, sample, numbers, resize)
+    frames = _decode(raw_source, sample, numbers, resize, interpolation)
     count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
     size = atomic_write(samples_dir / f"{name}.npy", lambda to: save_array(to, frames))
     index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
@@ -410,7 +432,8 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     `reader` (a SampleReader) chooses the frames (candidate_frames, over `raw_source`); `resize_hw`
     (height, width) defaults to config.transform.resize; `config` (the DataConfig) names the data
     settings in the manifest that a run compares with its own (without it a run never picks the cache
-    up by itself, see open_frame_source). Samples already cached with the same settings are skipped.
+    up by itself, see open_frame_source). The interpolation is config.transform.interpolation, without a
+    config the reader's transform's. Samples already cached with the same settings are skipped.
     """
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -418,8 +441,9 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     if reader.source is not raw_source:
         reader = copy.copy(reader)
         reader.source = raw_source
+    interpolation = config.transform.interpolation if config is not None else reader.transform.interpolation
     settings = (cache_settings(config, resize) if config is not None
-                else _settings_without_config(reader, raw_source, resize))
+                else _settings_without_config(reader, raw_source, resize, interpolation))
     unique = unique_entries(samples)
 
     claim(cache_dir)
@@ -434,7 +458,7 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
             (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)  # incomplete until the new one is written
         if progress is not None:
             progress(reused, len(unique))
-        prepare_one = functools.partial(_prepare_entry, raw_source, samples_dir, resize)
+        prepare_one = functools.partial(_prepare_entry, raw_source, samples_dir, resize, interpolation)
         for name, index in run_each(prepare_one, todo, workers):
             indexes[name] = index
             if progress is not None:
@@ -443,12 +467,13 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     return PrepareSummary(cache_dir, len(unique), len(todo), reused, frames, size, time.perf_counter() - start)
 
 
-def _decode(raw_source: FrameSource, sample: Sample, numbers: np.ndarray, resize: list[int]) -> np.ndarray:
+def _decode(raw_source: FrameSource, sample: Sample, numbers: np.ndarray, resize: list[int],
+            interpolation: str) -> np.ndarray:
     if len(numbers) == 0:
         return np.empty((0, *resize, 3), dtype=np.uint8)
     # a video is decoded from its start on every read: read it once; image files a chunk at a time
     chunk = len(numbers) if isinstance(raw_source, VideoFileSource) else CHUNK_FRAMES
-    parts = [resize_frames(raw_source.read(sample, numbers[i:i + chunk]), resize)
+    parts = [resize_frames(raw_source.read(sample, numbers[i:i + chunk]), resize, interpolation)
              for i in range(0, len(numbers), chunk)]
     return np.concatenate(parts)
 
@@ -465,5 +490,6 @@ __all__ = [
     "open_frame_source",
     "prepare_cache",
     "resize_frames",
+    "resize_method",
     "resolve_cache_dir",
 ]

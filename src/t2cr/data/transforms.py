@@ -7,16 +7,28 @@ numpy Generator the caller seeds, so a training sample is a pure function of (se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHUNK_FRAMES = 16  # frames decoded and resized at a time (bounds the float memory of full-size frames)
+# bilinear: torch's, antialiased (our choice); nearest: the reference code's (torch_videovision's Resize on PIL
+# frames: PIL's NEAREST)
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def check_interpolation(interpolation: str) -> str:
+    """`interpolation` when it is one of INTERPOLATIONS, else a ValueError naming the setting."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"data.transform.interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
 
 
 @dataclass
@@ -25,23 +37,49 @@ class TransformConfig:
     resize: list[int] = field(default_factory=lambda: [128, 228])
     crop: list[int] = field(default_factory=lambda: [112, 112])  # [height, width]
     flip: bool = True  # random horizontal flip in training
+    # how frames are brought to `resize` (one of INTERPOLATIONS): "bilinear" is torch's bilinear with
+    # antialiasing; "nearest" is what the reference code's torch_videovision Resize does by default to its PIL
+    # frames (PIL's NEAREST: source pixel floor((i + 0.5) * in / out) up to exact ties, no antialiasing)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_interpolation(self.interpolation)
 
 
-def resize_video(video: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """(T, 3, H, W) in [0, 1] -> (T, 3, h, w), bilinear with antialiasing, rounded to uint8 steps.
+@functools.lru_cache(maxsize=64)
+def nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
+    """The source index of each of `size_out` pixels along one axis of `size_in`, as PIL's NEAREST picks it.
+
+    Taken from PIL itself (a resized row of indices): that is floor((i + 0.5) * in / out) except at exact
+    ties (an integer), which PIL's fixed-point arithmetic sends one way or the other and no float formula
+    reproduces. PIL's NEAREST resize is separable: rows and columns are picked independently. The result is
+    cached: do not modify it.
+    """
+    row = Image.fromarray(np.arange(size_in, dtype=np.int32)[None, :])  # mode "I"
+    picked = row.resize((size_out, 1), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(picked)[0].astype(np.int64))
+
+
+def resize_video(video: torch.Tensor, size_hw: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] -> (T, 3, h, w) with `interpolation` (see TransformConfig), on uint8 steps.
 
     The rounding makes a frame resized here identical to one resized by the frame cache and stored
     as uint8, so training reads the same tensors from JPEG folders and from their cache.
     """
+    if check_interpolation(interpolation) == "nearest":
+        rows = nearest_indices(video.shape[-2], int(size_hw[0])).to(video.device)
+        cols = nearest_indices(video.shape[-1], int(size_hw[1])).to(video.device)
+        return video.index_select(-2, rows).index_select(-1, cols)  # picked pixels: already on uint8 steps
     video = F.interpolate(video, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
     return video.mul_(255).round_().clamp_(0, 255).div_(255)
 
 
-def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size_hw: Sequence[int], interpolation: str = "bilinear") -> np.ndarray:
     """uint8 (T, H, W, 3) -> uint8 (T, h, w, 3) with VideoTransform's resize, rounded to uint8.
 
     Frames that already have the size are returned unchanged (`VideoTransform.prepare` uses this).
     """
+    check_interpolation(interpolation)
     size = (int(size_hw[0]), int(size_hw[1]))
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if tuple(frames.shape[1:3]) == size:
@@ -49,7 +87,7 @@ def resize_frames(frames: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
     out = np.empty((len(frames), *size, 3), dtype=np.uint8)
     for first in range(0, len(frames), CHUNK_FRAMES):
         chunk = torch.from_numpy(frames[first:first + CHUNK_FRAMES]).permute(0, 3, 1, 2).float().div_(255)
-        chunk = resize_video(chunk, size)
+        chunk = resize_video(chunk, size, interpolation)
         out[first:first + CHUNK_FRAMES] = chunk.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
 
@@ -66,6 +104,7 @@ class VideoTransform:
         self.resize = tuple(int(v) for v in config.resize)
         self.crop = tuple(int(v) for v in config.crop)
         self.flip = config.flip
+        self.interpolation = check_interpolation(config.interpolation)
         if self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]:
             raise ValueError(f"data.transform.crop {list(self.crop)} is larger than data.transform.resize "
                              f"{list(self.resize)} (both [height, width])")
@@ -76,7 +115,7 @@ class VideoTransform:
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> uint8 (T, resize_h, resize_w, 3); no copy when already at size."""
-        return torch.from_numpy(resize_frames(frames, self.resize))
+        return torch.from_numpy(resize_frames(frames, self.resize, self.interpolation))
 
     def draw(self, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop offsets (top, left) and flip of one video; rng None means evaluation (centre, no flip)."""

@@ -3,9 +3,9 @@
 The datasets are published as videos (MTL-AQA: one competition video per event, a sample is a frame range
 of it; AQA-7: one clip per sample; JIGSAWS: one .avi per trial and camera). `import_videos` decodes every
 video once, front to back, keeps the frames its samples can read (SampleReader.candidate_frames, the frames
-`prepare_cache` stores), resizes them with the cache's resize and writes them in the cache's own format:
-`settings.json`, `samples/<entry>.npy` + `.json` and `manifest.json`, through t2cr.data.cache's entry names,
-settings and manifest. A run reads the result with CachedFrameSource / open_frame_source unchanged.
+`prepare_cache` stores), resizes them with the cache's resize and interpolation and writes them in the cache's
+own format: `settings.json`, `samples/<entry>.npy` + `.json` and `manifest.json`, through t2cr.data.cache's
+entry names, settings and manifest. A run reads the result with CachedFrameSource / open_frame_source unchanged.
 Optionally the decoded frames are also written as JPEG files in the layout of `data.frame_pattern`.
 
 Frame numbering: decoded frame i of a video (0-based, in the order the decoder hands them out: every frame
@@ -285,6 +285,7 @@ class _Context:
 
     samples_dir: Path
     resize: list[int]
+    interpolation: str  # data.transform.interpolation: frames resized as a run's VideoTransform would
     selection: FrameSelection
     first_frame: int
     jpeg: JpegOutput | None
@@ -326,7 +327,8 @@ class _Chunk:
     targets: dict[int, Sequence[Path]]  # index -> JPEG files to write
 
 
-def _process(chunk: _Chunk, resize: list[int], quality: int) -> tuple[list[int], np.ndarray | None, int]:
+def _process(chunk: _Chunk, resize: list[int], interpolation: str,
+             quality: int) -> tuple[list[int], np.ndarray | None, int]:
     """(indices, their frames at the cache's size, JPEG files written); runs on the pool's threads."""
     indices, rgbs, jpegs = [], [], 0
     for index, frame in chunk.frames:
@@ -337,7 +339,7 @@ def _process(chunk: _Chunk, resize: list[int], quality: int) -> tuple[list[int],
         if index in chunk.wanted:
             indices.append(index)
             rgbs.append(rgb)
-    return indices, (resize_frames(np.stack(rgbs), resize) if rgbs else None), jpegs
+    return indices, (resize_frames(np.stack(rgbs), resize, interpolation) if rgbs else None), jpegs
 
 
 class _Pipeline:
@@ -353,9 +355,10 @@ class _Pipeline:
 
     def submit(self, chunk: _Chunk) -> None:
         if self.ctx.pool is None:
-            self._deliver(_process(chunk, self.ctx.resize, self.quality))
+            self._deliver(_process(chunk, self.ctx.resize, self.ctx.interpolation, self.quality))
             return
-        self.pending.append(self.ctx.pool.submit(_process, chunk, self.ctx.resize, self.quality))
+        self.pending.append(self.ctx.pool.submit(_process, chunk, self.ctx.resize, self.ctx.interpolation,
+                                                 self.quality))
         while len(self.pending) > self.ctx.in_flight:
             self._deliver(self.pending.popleft().result())
 
@@ -600,7 +603,8 @@ def import_videos(jobs: Sequence[VideoJob], config, cache_dir: str | os.PathLike
     except ValueError as error:  # a file, or a folder holding other things than a cache
         raise VideoImportError(str(error)) from None
     counter = _Progress(len(jobs), progress)
-    ctx = _Context(cache_dir / SAMPLES_DIR, resize, FrameSelection.of(config, shifted_keys), first_frame, jpeg,
+    ctx = _Context(cache_dir / SAMPLES_DIR, resize, config.transform.interpolation,
+                   FrameSelection.of(config, shifted_keys), first_frame, jpeg,
                    max(1, (os.cpu_count() or 1) // max(1, workers)), lambda frames: counter.add(frames=frames),
                    in_flight=max(1, workers))
     results: list[VideoResult] = []

@@ -33,12 +33,13 @@ class DifferenceTransformer(nn.Module):
     """L cross-attention blocks (Tables 8, 9): (B, Lq, d) x (B, Le, d) -> difference tokens (B, Lq, d)."""
 
     def __init__(self, dim: int = 64, layers: int = 3, heads: int = 8, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, final_norm: bool = True) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"the difference transformer needs >= 1 layer, got {layers}")
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
+        # pre-norm blocks leave their output unnormalised; the official code's decoder hands it on as it is
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
     def forward(self, query: torch.Tensor, exemplar: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

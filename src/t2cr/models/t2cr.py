@@ -8,6 +8,7 @@ Every ablation of Tables 5, 8, 9, 10, 11 is a field of `T2CRConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from t2cr.models.backbones import BackboneConfig
 from t2cr.models.base import ClipModel, mean_vote, voting_pairs
 from t2cr.models.clips import ClipPlan, aux_clip_plan, base_clip_starts, parse_aux_strategy
 from t2cr.models.decoder import DifferenceTransformer, FeatureSubtraction
-from t2cr.models.heads import ActionClassifier, ScoreRegressor
-from t2cr.models.two_path import ClipExpansion, PathFusion
+from t2cr.models.heads import ActionClassifier, ScoreRegressor, TokenScoreHead
+from t2cr.models.two_path import PATH_FUSIONS, ClipExpansion, build_path_fusion
 
 MTL_AQA_BASE_STARTS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 86]  # 103 frames, Sec. 4.5 / Table 10
 
@@ -55,6 +56,7 @@ class DecoderConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    final_norm: bool = True  # a LayerNorm after the last block (false: the official code's decoder)
 
 
 @dataclass
@@ -77,6 +79,16 @@ class T2CRConfig:
     num_action_types: int = 0  # set from the data at start; needed when action_classifier is on
     two_path: bool = True  # +Two-pathway of Table 5
     expansion_kernel: int = 3
+    # The official code's way where it differs from the paper's text (paper_method=t2cr_reference; README, "Where
+    # we differ"). Fusion of the paths: "separable" (path embeddings + the paper's separable self-attention on the
+    # fused tokens) or "conv" (a 1x1 convolution over the clips per path, then MobileViTv2 attention, each side of
+    # every comparison on its own: t2cr.models.two_path.ConvPathFusion)
+    path_fusion: str = "separable"
+    # the direct regressor, the classifier and the token score head also read the auxiliary path (trained by
+    # the loss; the final score reads the base path only)
+    aux_path_heads: bool = False
+    token_score_head: bool = False  # a second, linear score head on the tokens (trained only)
+    regressor_se: bool = False  # squeeze-excitation before the regressor's last layer
 
 
 # where conf/model/t2cr.yaml takes each clip setting from: a refusal names both keys
@@ -137,6 +149,8 @@ def check_model_config(config: T2CRConfig) -> None:
             value = getattr(value, part)
         require_integer(value, f"model.{key}", minimum=1)
     require_integer(config.num_action_types, "model.num_action_types", minimum=0)
+    if config.path_fusion not in PATH_FUSIONS:
+        raise ValueError(f"model.path_fusion is {config.path_fusion!r}; expected one of {list(PATH_FUSIONS)}")
     if config.two_path and config.expansion_kernel % 2 == 0:
         raise ValueError(f"model.expansion_kernel must be odd (the clip expansion keeps the feature length), "
                          f"got {config.expansion_kernel}")
@@ -180,6 +194,25 @@ def heads_in_fp32(method: _Method) -> _Method:
     return wrapper  # type: ignore[return-value]
 
 
+def _select(value: Any, index: torch.Tensor | slice) -> Any:
+    """The rows `index` of a tensor, or of every tensor of a dataclass; None stays None."""
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: _select(getattr(value, f.name), index)
+                                             for f in dataclasses.fields(value)})
+    return value[index]
+
+
+@dataclass
+class PathHeads:
+    """What the heads read from one path's tokens of V videos; None where a head is off."""
+
+    direct: torch.Tensor | None  # direct score (V,)
+    logits: torch.Tensor | None  # action-type logits (V, num_action_types)
+    token_score: torch.Tensor | None = None  # the token score head's score (V,)
+
+
 @dataclass
 class VideoEncoding:
     """What the model knows about a batch of V videos (no exemplar involved)."""
@@ -187,13 +220,14 @@ class VideoEncoding:
     base_tokens: torch.Tensor  # f_M (V, M, d)
     aux_tokens: torch.Tensor | None  # f_N expanded to (V, M, d); None with one path
     tokens: torch.Tensor  # tokens the difference transformer compares: fused (V, 2M, d) or f_M
-    direct: torch.Tensor | None  # direct score (V,)
-    logits: torch.Tensor | None  # action-type logits (V, num_action_types)
+    direct: torch.Tensor | None  # direct score (V,), from the base path: the one Eq. 3 uses
+    logits: torch.Tensor | None  # action-type logits (V, num_action_types), base path
+    token_score: torch.Tensor | None = None  # the token score head on the base path (V,)
+    aux_heads: PathHeads | None = None  # the same heads on the auxiliary path (model.aux_path_heads)
 
     def select(self, index: torch.Tensor | slice) -> VideoEncoding:
-        pick = (lambda t: None if t is None else t[index])
-        return VideoEncoding(pick(self.base_tokens), pick(self.aux_tokens), pick(self.tokens),
-                             pick(self.direct), pick(self.logits))
+        """The videos `index` (every per-video field, subclasses' included)."""
+        return _select(self, index)
 
 
 @dataclass
@@ -232,20 +266,23 @@ class T2CR(ClipModel):
         )
         self.expansion = (ClipExpansion(self.aux_plan.num_clips, self.base_plan.num_clips,
                                         config.expansion_kernel) if config.two_path else None)
-        self.fusion = PathFusion(d) if config.two_path else None
+        self.fusion = (build_path_fusion(config.path_fusion, self.base_plan.num_clips, d) if config.two_path
+                       else None)
         if config.decoder.kind == "transformer":
             self.contrast: nn.Module = DifferenceTransformer(d, config.decoder.layers, config.decoder.heads,
-                                                             config.decoder.mlp_ratio, config.decoder.dropout)
+                                                             config.decoder.mlp_ratio, config.decoder.dropout,
+                                                             config.decoder.final_norm)
         elif config.decoder.kind == "subtract":
             self.contrast = FeatureSubtraction()
         else:
             raise ValueError(f"unknown model.decoder.kind {config.decoder.kind!r}; "
                              "expected 'transformer' or 'subtract'")
-        self.regressor = ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+        self.regressor = ScoreRegressor(d, config.regressor_hidden, config.regressor_mid, config.regressor_se)
         # a separate direct head only on request (Eq. 1-2 share R); the shared one is never registered twice
-        self.direct_regressor = (ScoreRegressor(d, config.regressor_hidden, config.regressor_mid)
+        self.direct_regressor = (ScoreRegressor(d, config.regressor_hidden, config.regressor_mid, config.regressor_se)
                                  if config.direct_regression and not config.shared_regressor else None)
         self.classifier = (ActionClassifier(d, config.num_action_types) if config.action_classifier else None)
+        self.token_score = TokenScoreHead(d) if config.token_score_head else None
 
     # ------------------------------------------------------------------------------------- heads
     @heads_in_fp32
@@ -258,9 +295,15 @@ class T2CR(ClipModel):
                 raise ValueError("the two-path model needs auxiliary clip features")
             aux_tokens = self.attention(self.expansion(aux_features))
             tokens = self.fusion(base_tokens, aux_tokens)
-        direct = self.direct_score(base_tokens) if self.config.direct_regression else None
-        logits = self.classifier(base_tokens) if self.classifier is not None else None
-        return VideoEncoding(base_tokens, aux_tokens, tokens, direct, logits)
+        base = self.path_heads(base_tokens)
+        aux = self.path_heads(aux_tokens) if aux_tokens is not None and self.config.aux_path_heads else None
+        return VideoEncoding(base_tokens, aux_tokens, tokens, base.direct, base.logits, base.token_score, aux)
+
+    def path_heads(self, tokens: torch.Tensor) -> PathHeads:
+        """The direct score, action-type logits and token score of one path's tokens (V, M, d)."""
+        return PathHeads(self.direct_score(tokens) if self.config.direct_regression else None,
+                         self.classifier(tokens) if self.classifier is not None else None,
+                         self.token_score(tokens) if self.token_score is not None else None)
 
     @heads_in_fp32
     def difference(self, query_tokens: torch.Tensor, exemplar_tokens: torch.Tensor) -> torch.Tensor:
@@ -276,7 +319,7 @@ class T2CR(ClipModel):
         """Self-difference (Eq. 14): a video's base path against its auxiliary path."""
         if encoding.aux_tokens is None:
             return None
-        return self.difference(encoding.base_tokens, encoding.aux_tokens)
+        return self.difference(*self.fusion.each_path(encoding.base_tokens, encoding.aux_tokens))
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, query: torch.Tensor, exemplar: torch.Tensor, self_difference: bool = True) -> PairOutput:

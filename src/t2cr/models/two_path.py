@@ -1,4 +1,9 @@
-"""Two-path pieces (Sec. 3.2): N -> M clip expansion and the lightweight fusion of both paths."""
+"""Two-path pieces (Sec. 3.2): N -> M clip expansion and the lightweight fusion of both paths.
+
+Two fusions, chosen by `model.path_fusion`: `PathFusion` (ours, the paper's text) and `ConvPathFusion` (the
+official code's). Both give the fused tokens of a video, `forward(base, aux)`, and the two sides that the
+self-difference (Eq. 14) compares, `each_path(base, aux)`.
+"""
 
 from __future__ import annotations
 
@@ -68,3 +73,63 @@ class PathFusion(nn.Module):
     def forward(self, base: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat([base + self.path_embedding[0], aux + self.path_embedding[1]], dim=1)
         return self.attention(tokens)
+
+    def each_path(self, base: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The self-difference compares the paths' own tokens."""
+        return base, aux
+
+
+class ContextGatedAttention(nn.Module):
+    """MobileViTv2's separable attention as the official T2CR code uses it: no norm, no MLP, no activation.
+
+    A softmax over tokens of one score per token weighs the key projections into a context vector, which
+    gates the value projection of every token; an output projection follows. Linear weights start at
+    N(0, 0.001^2) with zero biases, so the residual branch starts near zero."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.to_score_key_value = nn.Linear(dim, 1 + 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        for layer in (self.to_score_key_value, self.out):
+            nn.init.normal_(layer.weight, std=0.001)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        score, key, value = self.to_score_key_value(tokens).split([1, self.dim, self.dim], dim=-1)
+        context = (torch.softmax(score, dim=1) * key).sum(dim=1, keepdim=True)
+        return self.out(value * context)
+
+
+class ConvPathFusion(nn.Module):
+    """The official code's fusion: a 1x1 convolution over the clips per path (each output clip a learned mix of
+    the path's M clips), then the context-gated attention added residually.
+
+    A pair's sides are the concatenated paths (V, 2M, d); the self-difference's sides are each path mixed and
+    attended on its own (M tokens each), as that code's decoder does for its 10-token inputs."""
+
+    def __init__(self, num_clips: int, dim: int) -> None:
+        super().__init__()
+        self.base_mix = nn.Conv1d(num_clips, num_clips, kernel_size=1)
+        self.aux_mix = nn.Conv1d(num_clips, num_clips, kernel_size=1)
+        self.attention = ContextGatedAttention(dim)
+
+    def _attend(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.attention(tokens)
+
+    def forward(self, base: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self._attend(torch.cat([self.base_mix(base), self.aux_mix(aux)], dim=1))
+
+    def each_path(self, base: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._attend(self.base_mix(base)), self._attend(self.aux_mix(aux))
+
+
+PATH_FUSIONS = ("separable", "conv")  # model.path_fusion: PathFusion (ours), ConvPathFusion (the official code)
+
+
+def build_path_fusion(kind: str, num_clips: int, dim: int) -> nn.Module:
+    if kind == "separable":
+        return PathFusion(dim)
+    if kind == "conv":
+        return ConvPathFusion(num_clips, dim)
+    raise ValueError(f"unknown model.path_fusion {kind!r}; expected one of {list(PATH_FUSIONS)}")

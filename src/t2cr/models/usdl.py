@@ -114,11 +114,6 @@ class DistributionEncoding(VideoEncoding):
 
     log_probs: torch.Tensor | None = None
 
-    def select(self, index: torch.Tensor | slice) -> DistributionEncoding:
-        base = super().select(index)
-        return DistributionEncoding(base.base_tokens, base.aux_tokens, base.tokens, base.direct, base.logits,
-                                    None if self.log_probs is None else self.log_probs[index])
-
 
 class _DirectModel(ClipModel):
     """The shared shape of the non-pairwise methods: pooled clip features -> direct score, no exemplar."""
@@ -142,7 +137,8 @@ class _DirectModel(ClipModel):
         pooled = base_features.mean(dim=1)
         log_probs = self.distribution(pooled)
         tokens = pooled.unsqueeze(1)
-        return DistributionEncoding(tokens, None, tokens, self.read_score(log_probs), None, log_probs)
+        return DistributionEncoding(tokens, None, tokens, self.read_score(log_probs), None,
+                                    log_probs=log_probs)
 
     def forward(self, query: torch.Tensor, exemplar: torch.Tensor, self_difference: bool = True) -> PairOutput:
         """Both videos of each pair encoded as independent samples (`self_difference` is ignored: one path).
