@@ -428,4 +428,9 @@ MUTANTS = (
     Mutant("interp-import-bilinear", "the video import resizes bilinear whatever the interpolation",
            "data/video_import.py", "(resize_frames(np.stack(rgbs), resize, interpolation) if rgbs else None)",
            "(resize_frames(np.stack(rgbs), resize) if rgbs else None)", (IMPORT,), slow=False),
+    Mutant("finediving-fixed-marks-bound", "the FineDiving reader ignores data.max_score_per_difficulty",
+           "data/finediving.py", "    rules = RULES if config is None else dataclasses.replace(",
+           "    rules = RULES if True else dataclasses.replace(",
+           ("tests/test_score_ranges.py::test_both_diving_readers_refuse_a_score_above_the_configured_marks_times_dd"
+            "[finediving_dn]",), slow=False),
 )

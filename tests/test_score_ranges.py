@@ -93,3 +93,20 @@ def test_t2cr_train_refuses_a_run_whose_targets_leave_the_range(tiny_synthetic, 
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("t2cr-train: error: data.score_range=[0, 5] does not hold train sample"), last
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("experiment", ["mtl_aqa_dd", "finediving_dn"])
+def test_both_diving_readers_refuse_a_score_above_the_configured_marks_times_dd(experiment):
+    """data.max_score_per_difficulty bounds score / DD in both diving formats: at the real files' own largest
+    ratio (computed here from the samples) everything reads; just below it the sample with that ratio is refused."""
+    cfg = compose_train(f"experiment={experiment}", "data.root=x", "model.backbone.checkpoint=c")
+    OmegaConf.resolve(cfg)
+    data = DataConfig(**OmegaConf.to_container(cfg.data))
+    samples = [s for split in read_annotations(data).values() for s in split]
+    largest = max(s.score / s.difficulty for s in samples)
+    assert 20.0 < largest <= 30.0 + 0.005
+    data.max_score_per_difficulty = largest
+    read_annotations(data)
+    data.max_score_per_difficulty = largest - 0.05
+    with pytest.raises(ValueError, match="is above"):
+        read_annotations(data)

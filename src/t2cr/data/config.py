@@ -161,7 +161,8 @@ class DataConfig:
     # the dataset documents it: the baselines' score bins (USDL) and score scale (CoRe) follow it, and a run
     # whose targets leave it is refused before training. Default: diving with DD (3 judges x 10 marks)
     score_range: list[float] = field(default_factory=lambda: [0.0, 30.0])
-    # MTL-AQA's format: a final score above this x DD is refused as a broken annotation (three judges' 0-10)
+    # the diving formats (MTL-AQA, FineDiving): a score above this x DD is refused as a broken annotation (three
+    # judges' 0-10 marks)
     max_score_per_difficulty: float = 30.0
     voting_exemplars: int = 10  # K
     small_pool_policy: str = "all"  # all | replace, when a pool has fewer than K members

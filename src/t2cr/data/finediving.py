@@ -12,11 +12,13 @@ Frames: `{root}/{event}/{idx}/{frame:05d}.jpg` with absolute frame numbers (`fra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from t2cr.data.annotation_checks import (
     DIVING_RULES,
+    SampleRules,
     Where,
     check_splits,
     frame_range,
@@ -51,7 +53,11 @@ def _key(raw: object, where: Where) -> tuple[str, int]:
 
 
 def read_finediving(annotations: Path, config=None) -> Splits:
-    """FineDiving's official train / test split as Sample records (raw dive scores, key (event, idx))."""
+    """FineDiving's official train / test split as Sample records (raw dive scores, key (event, idx)).
+
+    A dive score above `config.max_score_per_difficulty` (30: three judges' 0-10 marks) x DD is refused."""
+    rules = RULES if config is None else dataclasses.replace(
+        RULES, max_score_per_difficulty=float(config.max_score_per_difficulty))
     annotations = Path(annotations)
     aqa_path = annotations / AQA_FILE
     labels = load_pickle(aqa_path, "FineDiving annotation file")
@@ -69,9 +75,9 @@ def read_finediving(annotations: Path, config=None) -> Splits:
         require_keys(keys, labels, path, aqa_path)
         if coarse is not None:
             require_keys(keys, coarse, path, coarse_path)
-        splits[split] = [_sample(key, labels[key], aqa_path, coarse, coarse_path) for key in keys]
+        splits[split] = [_sample(key, labels[key], aqa_path, coarse, coarse_path, rules) for key in keys]
         sources[split] = str(path)
-    return check_splits(splits, sources, RULES)
+    return check_splits(splits, sources, rules)
 
 
 def _read_coarse(path: Path, config) -> dict | None:
@@ -88,7 +94,7 @@ def _read_coarse(path: Path, config) -> dict | None:
 
 
 def _sample(key: tuple[str, int], entry: object, aqa_path: Path, coarse: dict | None,
-            coarse_path: Path) -> Sample:
+            coarse_path: Path, rules: SampleRules = RULES) -> Sample:
     """The sample of `key`; `coarse` None: there is no coarse file (the sample's folder is listed)."""
     where = Where.at(aqa_path, key)
     action_type, dive_score, difficulty, _steps, frames_labels = items(
@@ -97,14 +103,14 @@ def _sample(key: tuple[str, int], entry: object, aqa_path: Path, coarse: dict | 
     if coarse is not None:
         coarse_where = Where.at(coarse_path, key)
         fields = record(coarse[key], coarse_where, COARSE_FIELDS, "a FineDiving frame range")
-        start, end = frame_range(fields["start_frame"], fields["end_frame"], coarse_where, RULES)
+        start, end = frame_range(fields["start_frame"], fields["end_frame"], coarse_where, rules)
         labelled = len(items(frames_labels, where, "frames_labels, one label per frame"))
         if end - start + 1 != labelled:
             raise coarse_where.error(f"spans frames {start}..{end} ({end - start + 1} frames) but {AQA_FILE} "
                                      f"labels {labelled} frames")
     # The difficulty is the aqa file's, as the reference loader reads it. The two files disagree on one
     # sample, ('17', 164): DD 2.0 in the aqa file, 3.4 in the coarse file (the aqa one is kept).
-    score, factor = score_and_difficulty(dive_score, difficulty, where, RULES, ("dive_score", "difficulty"))
+    score, factor = score_and_difficulty(dive_score, difficulty, where, rules, ("dive_score", "difficulty"))
     event, idx = key
     return Sample(
         key=key,
