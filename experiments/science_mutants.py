@@ -60,6 +60,9 @@ OLD_CACHE = INTERP + "test_a_cache_from_before_the_option_is_bilinear"
 IMPORT = INTERP + "test_imported_videos_are_resized_with_the_configs_interpolation"
 PRESETS = INTERP + "test_the_presets_say_where_their_frames_come_from"
 
+DIVING_BOUND = ("tests/test_score_ranges.py::test_both_diving_readers_refuse_a_score_above_the_configured_marks_times_dd"
+                "[finediving_dn]")
+
 MUTANTS = (
     # -------------------- the T2CR losses and NT-Xent* under DDP
 
@@ -431,6 +434,5 @@ MUTANTS = (
     Mutant("finediving-fixed-marks-bound", "the FineDiving reader ignores data.max_score_per_difficulty",
            "data/finediving.py", "    rules = RULES if config is None else dataclasses.replace(",
            "    rules = RULES if True else dataclasses.replace(",
-           ("tests/test_score_ranges.py::test_both_diving_readers_refuse_a_score_above_the_configured_marks_times_dd"
-            "[finediving_dn]",), slow=False),
+           (DIVING_BOUND,), slow=False),
 )
