@@ -47,6 +47,7 @@ class Mutant:
 
 
 SCIENCE = Path(__file__).resolve().parent / "science_mutants.py"  # the losses, model, vote, metrics, baselines
+SHARED_FILES = Path(__file__).resolve().parent / "shared_files_mutants.py"  # others' files and shared folders (issue 29)
 REL = "tests/test_reliability.py::"
 OPTIONAL = "tests/test_optional_packages.py::"
 RESUME = "tests/test_resume_exact.py::test_a_killed_run_resumes_to_the_uninterrupted_result"
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", type=Path, help="folder for pytest's output per run (default: a new "
                         "temporary folder, kept)")
     args = parser.parse_args(argv)
-    known = MUTANTS + _extra_mutants(SCIENCE) + (_extra_mutants(args.extra) if args.extra else ())
+    known = (MUTANTS + _extra_mutants(SCIENCE) + _extra_mutants(SHARED_FILES)
+             + (_extra_mutants(args.extra) if args.extra else ()))
     chosen = [m for m in known if (not args.fast or not m.slow)]
     if args.only:
         names = set(args.only.split(","))

@@ -253,7 +253,9 @@ def test_interrupted_prepare_leaves_no_partial_file_and_resumes(dataset, tmp_pat
     assert cache_status(cache, config) == "complete" and done <= set(cache_files(cache))
 
 
-def test_second_prepare_is_a_no_op_and_new_settings_rebuild(dataset, tmp_path):
+def test_second_prepare_is_a_no_op_and_other_settings_are_refused(dataset, tmp_path):
+    """A folder prepared for some settings is never rebuilt in place for others (issue 29: a run may be reading
+    it); t2cr-prepare gives other settings a folder of their own (tests/test_cache_sharing.py)."""
     config = data_config(dataset, tmp_path / "cache")
     samples = all_samples(config)
     prepare(config, samples, workers=2)
@@ -262,10 +264,11 @@ def test_second_prepare_is_a_no_op_and_new_settings_rebuild(dataset, tmp_path):
     assert (summary.prepared, summary.reused) == (0, len(samples))
     assert cache_files(tmp_path / "cache") == before
     resized = data_config(dataset, tmp_path / "cache", resize=[28, 28])
-    summary = prepare(resized, samples, workers=2)
-    assert (summary.prepared, summary.reused) == (len(samples), 0)
-    assert cache_status(tmp_path / "cache", resized) == "complete"
-    assert "resize" in cache_status(tmp_path / "cache", config)
+    with pytest.raises(ValueError, match="never rebuilt in place"):
+        prepare(resized, samples, workers=2)
+    assert cache_files(tmp_path / "cache") == before
+    assert cache_status(tmp_path / "cache", config) == "complete"
+    assert "resize" in cache_status(tmp_path / "cache", resized)
 
 
 def test_prepare_refuses_a_foreign_folder(dataset, tmp_path):

@@ -6,7 +6,9 @@
     t2cr-prepare data=mtl_aqa data.annotations=... videos=/data/MTL-AQA/whole_videos data.cache_dir=...
 
 The cache holds every frame that any read of any sample of the train, val and test splits can take,
-resized to data.transform.resize; a run with the same data.* settings and data.cache_dir reads it.
+resized to data.transform.resize; a run with the same data.* settings and data.cache_dir reads it. Each
+data settings' cache is a subfolder of data.cache_dir named by their digest (t2cr.data.cache.settings_folder),
+so prepares with other settings never touch a cache that runs are reading.
 With videos=<folder> the frames come straight from the published videos, each decoded once
 (t2cr.data.video_import); jpeg_dir=<folder> also writes them as JPEG files in data.frame_pattern's layout.
 """
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from t2cr.cli.common import UserError, command, user_errors
-from t2cr.data.cache import PrepareSummary, prepare_cache, resolve_cache_dir
+from t2cr.data.cache import PrepareSummary, cache_settings, prepare_cache, prepare_folder, resolve_cache_dir
 from t2cr.data.check import SampleProblem, check_samples, format_report, problem_kinds, write_problem_report
 from t2cr.data.frames import build_frame_source
 from t2cr.data.reading import SampleReader
@@ -121,15 +123,16 @@ def prepare(cfg: DictConfig) -> PrepareSummary:
     datamodule, samples, reader = load(cfg)
     config = datamodule.config
     cache_dir = resolve_cache_dir(config)
+    folder = prepare_folder(cache_dir, cache_settings(config))
     with _progress() as bar:
-        task = bar.add_task(f"caching frames in {cache_dir}", total=len(samples))
-        summary = prepare_cache(samples, reader, reader.source, cache_dir, config.transform.resize, config=config,
+        task = bar.add_task(f"caching frames in {folder}", total=len(samples))
+        summary = prepare_cache(samples, reader, reader.source, folder, config.transform.resize, config=config,
                                 workers=int(cfg.workers),
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(f"frame cache {summary.cache_dir}: {summary.samples} samples ({summary.prepared} written, "
           f"{summary.reused} already cached), {summary.frames} frames, {summary.bytes / 2**20:.1f} MiB, "
           f"{summary.seconds:.1f} s")
-    print(f"runs with data.cache_dir={summary.cache_dir} read it (data.use_cache=auto, or require)")
+    print(f"runs with data.cache_dir={cache_dir} and these data settings read it (data.use_cache=auto, or require)")
     return summary
 
 
@@ -174,7 +177,8 @@ def _videos_present(jobs: list[VideoJob], config, videos: Path) -> tuple[list[Vi
     return [job for job in jobs if job.name not in absent], missing
 
 
-def _report_import(summary: ImportSummary, config, missing: list[VideoJob], jpeg: JpegOutput | None) -> None:
+def _report_import(summary: ImportSummary, config, missing: list[VideoJob], jpeg: JpegOutput | None,
+                   cache_dir: Path) -> None:
     print(f"frame cache {summary.cache_dir}: {summary.videos} videos ({summary.decoded_videos} decoded, "
           f"{summary.reused_videos} already done), {summary.samples} samples, {summary.frames} frames, "
           f"{summary.bytes / 2**20:.1f} MiB, {summary.seconds:.1f} s ({summary.decoded_frames} frames decoded, "
@@ -196,7 +200,7 @@ def _report_import(summary: ImportSummary, config, missing: list[VideoJob], jpeg
               "data.skip_missing=true")
     # without the JPEGs there are no raw frames behind the cache: a run must not look for them
     use = "" if jpeg is not None else " data.use_cache=require"
-    print(f"runs read it with data.root={config.root} data.cache_dir={summary.cache_dir}{use}")
+    print(f"runs read it with data.root={config.root} data.cache_dir={cache_dir}{use}")
 
 
 def prepare_from_videos(cfg: DictConfig) -> ImportSummary:
@@ -207,18 +211,19 @@ def prepare_from_videos(cfg: DictConfig) -> ImportSummary:
         jobs, missing = _videos_present(plan_videos(samples, videos, config.video.pattern), config, videos)
         jpeg = None if jpeg_dir is None else JpegOutput(jpeg_dir, config.frame_pattern, int(cfg.jpeg_quality))
         cache_dir = resolve_cache_dir(config)
+        folder = prepare_folder(cache_dir, cache_settings(config))
         with _progress() as bar:
-            task = bar.add_task(f"decoding videos into {cache_dir}", total=len(jobs))
+            task = bar.add_task(f"decoding videos into {folder}", total=len(jobs))
 
             def show(done: int, total: int, frames: int) -> None:
                 bar.update(task, completed=done, total=total,
-                           description=f"decoding videos into {cache_dir} ({frames} frames)")
+                           description=f"decoding videos into {folder} ({frames} frames)")
 
-            summary = import_videos(jobs, config, cache_dir, jpeg=jpeg, workers=int(cfg.workers), progress=show,
+            summary = import_videos(jobs, config, folder, jpeg=jpeg, workers=int(cfg.workers), progress=show,
                                     shifted_keys=shifted_keys)
     except VideoImportError as error:
         raise UserError(str(error)) from None
-    _report_import(summary, config, missing, jpeg)
+    _report_import(summary, config, missing, jpeg, cache_dir)
     return summary
 
 

@@ -3,6 +3,16 @@
 `t2cr-prepare data=<name> data.cache_dir=<folder>` writes the cache; a run with the same `data.cache_dir`
 reads it (data.use_cache=auto) as soon as it is complete and was made for the same data settings.
 
+data.cache_dir holds one cache folder per data settings, named by a digest of them (`settings_folder`):
+
+    <data.cache_dir>/frames-<16 hex digits of sha256(cache_settings)>/   one cache, laid out as below
+
+so jobs whose settings differ (a sweep over data.train_shift, the resize, ...) write and read different
+folders, and a cache folder never changes under a run reading it: a job with other settings never empties
+or rebuilds it (issue 29). A data.cache_dir that is itself a cache folder (the flat layout t2cr wrote before)
+is still read, and continued, by runs with its own settings (`cache_folder`); a job with other settings
+leaves it alone and writes its digest-named folder beside its files.
+
 Layout of a cache folder:
 
     settings.json        what the cache holds: format version, resize, resize method (the interpolation) and the data
@@ -16,8 +26,14 @@ Layout of a cache folder:
 Every file is written under a temporary name and renamed into place (t2cr.io.atomic_write), the
 sample's .json after its .npy, so an interrupted prepare never leaves a truncated file and a rerun
 continues where it stopped (samples whose files are complete for the same settings are skipped). A
-folder without manifest.json, or whose manifest was made for other settings, is never read as a cache.
-Concurrent prepares of one folder take turns (a filelock on its .lock file).
+folder without manifest.json, or whose manifest was made for other settings, is never read as a cache,
+and prepare_cache refuses to write into a folder made for other settings. Concurrent prepares of one
+folder take turns (a filelock on its .lock file).
+
+An array, once an index names it, is never replaced: a reader holds an entry's index (the frame numbers of
+its rows) and opens the array it names at every read. Where an entry must be written again for the same
+settings (its sample's frames changed), the new rows go to a new file, `samples/<name>+<n>.npy`, which the
+new index names ("array"); the old file stays for the readers of the old index.
 
 Resizing: frames are resized with exactly the operation VideoTransform applies (data.transform.interpolation:
 torch bilinear with antialias on float frames in [0, 1], or PIL's nearest neighbour) and rounded to uint8;
@@ -36,6 +52,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -66,6 +83,9 @@ MANIFEST_FILE = "manifest.json"
 SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
 USE_CACHE_MODES = ("auto", "never", "require")
+SETTINGS_FOLDER_PREFIX = "frames-"
+_SETTINGS_FOLDER = re.compile(r"frames-[0-9a-f]{16}")
+ARRAY_SEPARATOR = "+"  # between an entry's name and the number of a rewritten array: no entry name holds it
 
 ProgressFn = Callable[[int, int], None]  # (samples done, samples in all)
 
@@ -125,6 +145,27 @@ def cache_settings(config, resize_hw: Sequence[int] | None = None) -> dict[str, 
             "resize_method": resize_method(config.transform.interpolation), "data": cache_identity(config)}
 
 
+def settings_digest(settings: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of `settings` (as JSON with sorted keys): the name of their cache folder."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def settings_folder(cache_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """The folder under data.cache_dir that holds the cache made for `settings` (cache_settings)."""
+    return Path(cache_dir) / f"{SETTINGS_FOLDER_PREFIX}{settings_digest(settings)}"
+
+
+def cache_folder(cache_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """The cache folder for `settings` under data.cache_dir: data.cache_dir itself where it is a cache of the
+    flat layout made for these settings (written before caches had one folder per settings), else
+    settings_folder. Both are only ever written for these settings."""
+    cache_dir = Path(cache_dir)
+    if read_json(cache_dir / SETTINGS_FILE) == settings:
+        return cache_dir
+    return settings_folder(cache_dir, settings)
+
+
 def _settings_without_config(reader, raw_source, resize: list[int], interpolation: str) -> dict[str, Any]:
     pattern = getattr(raw_source, "pattern", None)
     data = {"name": None, "format": None, "root": str(getattr(raw_source, "root", "")),
@@ -151,31 +192,61 @@ def entry_name(sample: Sample) -> str:
     return name
 
 
+def settings_difference(recorded: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """The first setting in which a cache's recorded settings (or manifest) differ from `expected`, or None."""
+    for field_name, value in expected.items():
+        if field_name != "data" and recorded.get(field_name) != value:
+            return f"made with {field_name}={recorded.get(field_name)!r}, the config has {value!r}"
+    cached = recorded.get("data") or {}
+    for field_name, value in expected["data"].items():
+        if cached.get(field_name) != value:
+            return f"made for data.{field_name}={cached.get(field_name)!r}, the config has {value!r}"
+    return None
+
+
+def array_path(samples_dir: Path, name: str, index: dict) -> Path:
+    """The .npy file an entry's index names: samples/<name>.npy, or the rewritten one its "array" names."""
+    array = index.get("array", f"{name}.npy")
+    if not isinstance(array, str) or Path(array).name != array or not array.endswith(".npy"):
+        raise ValueError(f"{samples_dir / name}.json names the array {array!r}, which is no file of {samples_dir}")
+    return samples_dir / array
+
+
+def _entry_complete(samples_dir: Path, name: str) -> bool:
+    index = read_json(samples_dir / f"{name}.json")
+    return isinstance(index, dict) and array_path(samples_dir, name, index).is_file()
+
+
+def _folder_status(folder: Path, expected: dict[str, Any]) -> str:
+    """'complete', or why this cache folder cannot serve the settings `expected`."""
+    manifest = read_json(folder / MANIFEST_FILE)
+    if not isinstance(manifest, dict):
+        return f"{folder} has no {MANIFEST_FILE} (never prepared, or the prepare did not finish)"
+    difference = settings_difference(manifest, expected)
+    if difference is not None:
+        return difference
+    for name in manifest.get("entries", []):
+        if not _entry_complete(folder / SAMPLES_DIR, name):
+            return f"entry {name} is missing"
+    return "complete"
+
+
 def cache_status(cache_dir: str | os.PathLike | None, config) -> str:
-    """'complete', or why the folder cannot serve `config` (no cache, other settings, files missing)."""
+    """'complete', or why data.cache_dir cannot serve `config` (no cache, other settings, files missing)."""
     if cache_dir is None:
         return "data.cache_dir is not set"
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         return f"{cache_dir} does not exist"
-    manifest = read_json(cache_dir / MANIFEST_FILE)
-    if not isinstance(manifest, dict):
-        return f"{cache_dir} has no {MANIFEST_FILE} (never prepared, or the prepare did not finish)"
     expected = cache_settings(config)
-    for field_name, value in expected.items():
-        if field_name == "data":
-            continue
-        if manifest.get(field_name) != value:
-            return f"made with {field_name}={manifest.get(field_name)!r}, the config has {value!r}"
-    cached = manifest.get("data") or {}
-    for field_name, value in expected["data"].items():
-        if cached.get(field_name) != value:
-            return f"made for data.{field_name}={cached.get(field_name)!r}, the config has {value!r}"
-    samples = cache_dir / SAMPLES_DIR
-    for name in manifest.get("entries", []):
-        if not ((samples / f"{name}.npy").is_file() and (samples / f"{name}.json").is_file()):
-            return f"entry {name} is missing"
-    return "complete"
+    folder = cache_folder(cache_dir, expected)
+    if folder == cache_dir or folder.is_dir():
+        return _folder_status(folder, expected)
+    flat = read_json(cache_dir / MANIFEST_FILE)
+    difference = settings_difference(flat, expected) if isinstance(flat, dict) else None
+    if difference is not None:  # a cache of the flat layout made for other settings: say which differ
+        return difference
+    return f"{cache_dir} holds no frame cache for these data settings ({folder.name} does not exist)"
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -209,9 +280,10 @@ class CachedFrameSource:
     def entry(self, sample: Sample) -> _Entry | None:
         name = entry_name(sample)
         if name not in self._entries:
+            # the index and the array it names are read together, once: that array never changes
             index = read_json(self.cache_dir / SAMPLES_DIR / f"{name}.json")
-            array = self.cache_dir / SAMPLES_DIR / f"{name}.npy"
-            if isinstance(index, dict) and array.is_file():
+            array = array_path(self.cache_dir / SAMPLES_DIR, name, index) if isinstance(index, dict) else None
+            if array is not None and array.is_file():
                 count = index.get("frame_count")
                 self._entries[name] = _Entry(array, np.asarray(index["frames"], dtype=np.int64),
                                              None if count is None else int(count))
@@ -271,8 +343,9 @@ def open_frame_source(config, raw: FrameSource | None = None) -> FrameSource:
     cache_dir = resolve_cache_dir(config)
     status = cache_status(cache_dir, config)
     if status == "complete":
-        log.info("reading frames from the cache %s", cache_dir)
-        return CachedFrameSource(cache_dir, fallback=None if mode == "require" else raw)
+        folder = cache_folder(cache_dir, cache_settings(config))
+        log.info("reading frames from the cache %s", folder)
+        return CachedFrameSource(folder, fallback=None if mode == "require" else raw)
     if mode == "require":
         where = f"data.cache_dir={cache_dir}" if cache_dir is not None else "data.cache_dir=<folder>"
         raise CacheUnavailableError(f"data.use_cache=require but there is no usable frame cache: {status}. "
@@ -280,7 +353,8 @@ def open_frame_source(config, raw: FrameSource | None = None) -> FrameSource:
                                     "data.* overrides) first, or set data.use_cache=auto")
     if cache_dir is not None:
         log.warning("frame cache %s not used (%s); reading the raw frames. Run `t2cr-prepare data=%s "
-                    "data.cache_dir=%s` to (re)build it", cache_dir, status, config.name, cache_dir)
+                    "data.cache_dir=%s` (with this run's other data.* overrides) to build it", cache_dir, status,
+                    config.name, cache_dir)
     return raw
 
 
@@ -303,17 +377,31 @@ def save_array(path: Path, frames: np.ndarray) -> None:
         np.save(handle, frames)
 
 
-def claim(cache_dir: Path) -> None:
-    """Create the folder; refuse one that holds anything else than a frame cache."""
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise ValueError(f"data.cache_dir={cache_dir} is a file, not a folder")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+def _claim_folder(folder: Path) -> None:
+    """Create the folder; refuse one that holds anything else than frame caches (flat or per settings)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"data.cache_dir={folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
     own = {SETTINGS_FILE, MANIFEST_FILE, SAMPLES_DIR}
-    foreign = sorted(p.name for p in cache_dir.iterdir() if p.name not in own and not p.name.startswith("."))
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if p.name not in own and not p.name.startswith(".") and not _SETTINGS_FOLDER.fullmatch(p.name))
     if foreign:
-        raise ValueError(f"data.cache_dir={cache_dir} holds other files than a frame cache ({', '.join(foreign[:5])}"
+        raise ValueError(f"data.cache_dir={folder} holds other files than a frame cache ({', '.join(foreign[:5])}"
                          f"{' ...' if len(foreign) > 5 else ''}); choose an empty or new folder")
+
+
+def claim(cache_dir: Path) -> None:
+    """Create a cache folder and its samples/; refuse one that holds anything else than a frame cache."""
+    _claim_folder(cache_dir)
     (cache_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+
+
+def prepare_folder(cache_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """The cache folder to write the cache for `settings` into, under data.cache_dir (cache_folder); refuses a
+    data.cache_dir that holds other things than frame caches."""
+    cache_dir = Path(cache_dir)
+    _claim_folder(cache_dir)
+    return cache_folder(cache_dir, settings)
 
 
 def cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list[int]) -> dict | None:
@@ -322,7 +410,7 @@ def cached_index(samples_dir: Path, name: str, numbers: np.ndarray, resize: list
     if not isinstance(index, dict):
         return None
     try:
-        size = (samples_dir / f"{name}.npy").stat().st_size
+        size = array_path(samples_dir, name, index).stat().st_size
     except OSError:
         return None
     if (index.get("frames") != numbers.tolist() or index.get("bytes") != size
@@ -351,15 +439,28 @@ def unique_entries(samples: Sequence[Sample]) -> dict[str, Sample]:
     return unique
 
 
-def start_over_unless_made_for(cache_dir: Path, settings: dict[str, Any]) -> None:
-    """A new cache, or one made for other settings, loses its entries and gets these settings."""
-    if read_json(cache_dir / SETTINGS_FILE) == settings:
+def adopt_settings(cache_dir: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` in a new cache folder; refuse a folder made for other settings (or for unknown ones).
+
+    Such a folder is never emptied and rebuilt: a run may be reading it, and would go on reading the new
+    arrays without any error (issue 29). Each settings' cache has its own folder (settings_folder).
+    """
+    recorded = read_json(cache_dir / SETTINGS_FILE)
+    if recorded == settings:
         return
-    (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    for stale in (cache_dir / SAMPLES_DIR).iterdir():
-        if stale.suffix in (".npy", ".json"):
-            stale.unlink()
-    write_json(cache_dir / SETTINGS_FILE, settings, indent=1)
+    if recorded is None and not any((cache_dir / SAMPLES_DIR).glob("*.json")):
+        write_json(cache_dir / SETTINGS_FILE, settings, indent=1)
+        return
+    difference = (settings_difference(recorded, settings) if isinstance(recorded, dict)
+                  else f"{SETTINGS_FILE} is missing or unreadable")
+    name = (settings.get("data") or {}).get("name") or "<name>"
+    raise ValueError(f"{cache_dir} holds a frame cache made for other data settings ({difference}), which is never "
+                     "rebuilt in place (a run may be reading it): give this one its own folder, e.g. run "
+                     f"`t2cr-prepare data={name} data.cache_dir={cache_dir}` (with the run's data.* overrides), which "
+                     "writes it into a subfolder named by its settings")
+
+
+start_over_unless_made_for = adopt_settings  # the name t2cr.data.video_import imports
 
 
 _Todo = tuple[str, Sample, np.ndarray]  # entry name, sample, frame numbers to cache
@@ -385,11 +486,25 @@ def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int]
     """Decode, resize and write one entry: its .npy, then its .json index (which marks it complete)."""
     frames = _decode(raw_source, sample, numbers, resize, interpolation)
     count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
-    size = atomic_write(samples_dir / f"{name}.npy", lambda to: save_array(to, frames))
+    array = new_array_path(samples_dir, name)
+    size = atomic_write(array, lambda to: save_array(to, frames))
     index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
              "shape": list(frames.shape), "bytes": size}
+    if array.name != f"{name}.npy":
+        index["array"] = array.name
     write_json(samples_dir / f"{name}.json", index, indent=1)
     return name, index
+
+
+def new_array_path(samples_dir: Path, name: str) -> Path:
+    """Where to write an entry's array: samples/<name>.npy while no index exists (no reader can have read one),
+    else a file no index has named yet, so that a reader holding the old index keeps reading the old rows."""
+    if not (samples_dir / f"{name}.json").exists():
+        return samples_dir / f"{name}.npy"
+    number = 1
+    while (samples_dir / f"{name}{ARRAY_SEPARATOR}{number}.npy").exists():
+        number += 1
+    return samples_dir / f"{name}{ARRAY_SEPARATOR}{number}.npy"
 
 
 def run_each(task: Callable[..., Any], items: Sequence[tuple], workers: int) -> Iterator[Any]:
@@ -434,6 +549,9 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     settings in the manifest that a run compares with its own (without it a run never picks the cache
     up by itself, see open_frame_source). The interpolation is config.transform.interpolation, without a
     config the reader's transform's. Samples already cached with the same settings are skipped.
+
+    `cache_dir` is the cache folder itself; a folder made for other settings is refused, never rebuilt
+    (adopt_settings). Under a data.cache_dir, prepare_folder gives the folder for the settings.
     """
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -451,7 +569,7 @@ def prepare_cache(samples: Sequence[Sample], reader, raw_source: FrameSource, ca
     with file_lock(cache_dir / LOCK_FILE):
         remove_temporaries(cache_dir)  # left by a killed prepare
         remove_temporaries(samples_dir)
-        start_over_unless_made_for(cache_dir, settings)
+        adopt_settings(cache_dir, settings)
         indexes, todo = _split_cached(unique, reader, samples_dir, resize)
         reused = len(indexes)
         if todo:
@@ -483,13 +601,16 @@ __all__ = [
     "CacheUnavailableError",
     "CachedFrameSource",
     "PrepareSummary",
+    "cache_folder",
     "cache_identity",
     "cache_settings",
     "cache_status",
     "entry_name",
     "open_frame_source",
     "prepare_cache",
+    "prepare_folder",
     "resize_frames",
     "resize_method",
     "resolve_cache_dir",
+    "settings_folder",
 ]
