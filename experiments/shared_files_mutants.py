@@ -12,6 +12,25 @@ FLAT = S + "test_an_old_flat_cache_is_read_with_its_settings_and_never_wiped_for
 REWRITE = S + "test_an_entry_written_again_for_the_same_settings_leaves_the_old_rows_to_their_readers"
 TURNS = S + "test_two_prepares_of_the_same_settings_take_turns_and_leave_one_complete_cache"
 
+
+U = "tests/test_untrusted_annotations.py::"
+P = "tests/test_path_containment.py::"
+CRAFTED = U + "test_a_crafted_pickle_is_refused_naming_the_file_and_the_global_and_never_runs"
+NESTED = U + "test_a_global_hidden_in_a_nested_value_is_refused_too"
+PREPARE_MTL = U + "test_prepare_check_refuses_a_crafted_mtl_aqa_annotation_file"
+PREPARE_JIG = U + "test_prepare_check_refuses_a_crafted_jigsaws_label_file"
+EVAL = U + "test_eval_refuses_a_checkpoint_whose_run_settings_name_a_crafted_annotation_file"
+EXPLAIN = U + "test_explain_refuses_a_checkpoint_whose_run_settings_name_a_crafted_annotation_file"
+FINEDIVING = P + "test_a_finediving_event_that_is_a_path_is_refused_naming_the_key_and_the_file"
+JIGSAWS = P + "test_a_jigsaws_video_name_that_is_a_path_is_refused_naming_the_key_and_the_file"
+PREPARE_KEY = P + "test_prepare_with_a_crafted_key_creates_nothing_outside_its_output_root"
+FOLDER_JOIN = P + "test_the_frame_folder_joiner_refuses_a_folder_outside_the_root_wherever_it_came_from"
+VALUE_CLIMBS = P + "test_a_value_that_climbs_is_refused_even_where_the_pattern_lands_it_inside_the_root"
+PATTERN_OUT = P + "test_a_pattern_that_leads_outside_the_root_is_refused"
+VIDEO_JOIN = P + "test_the_video_path_joiner_refuses_a_video_outside_the_root"
+JPEG_OUT = P + "test_the_jpeg_output_creates_nothing_outside_its_root_whatever_the_sample_says"
+JPEG_PATTERN = P + "test_a_jpeg_pattern_that_leads_outside_its_root_creates_nothing"
+
 MUTANTS = (
     Mutant("cache29-one-folder", "every settings' cache is data.cache_dir itself (no folder per settings)",
            "data/cache.py",
@@ -48,4 +67,62 @@ MUTANTS = (
            '            array = self.cache_dir / SAMPLES_DIR / f"{name}.npy"\n', (REWRITE,), slow=False),
     Mutant("cache29-no-lock", "prepares of one cache folder do not take turns (no lock)", "data/cache.py",
            "    with file_lock(cache_dir / LOCK_FILE):\n", "    with open(os.devnull):\n", (TURNS,), slow=False),
+    # -------------------- annotation pickles and paths from annotation strings (issue 29)
+    # ------------------------------------------------------------------ plain-data unpickler
+    Mutant("pickle-any-global", "annotation pickles: find_class allows every global", "data/packaged.py",
+           "        if (module, name) not in PLAIN_DATA_GLOBALS:\n", "        if False:\n",
+           (CRAFTED, NESTED), slow=False),
+    Mutant("pickle-loads", "annotation pickles: load_pickle uses pickle.loads again", "data/packaged.py",
+           "        return load_plain_pickle(path, content)\n", "        return pickle.loads(content)\n",
+           (PREPARE_MTL, PREPARE_JIG, EVAL, EXPLAIN), slow=False),
+    Mutant("pickle-refusal-wrapped", "annotation pickles: the refusal is wrapped as 'not a readable file'",
+           "data/packaged.py", "    except RefusedPickleError:\n        raise  # already one line",
+           "    except KeyboardInterrupt:\n        raise  # already one line",
+           (PREPARE_MTL,), slow=False),
+    Mutant("pickle-persistent-id", "annotation pickles: a persistent id is handed back, not refused",
+           "data/packaged.py",
+           '        raise RefusedPickleError(f"{self.path}: refused to load a persistent id: {PLAIN_DATA}")\n',
+           "        return pid\n", (U + "test_a_persistent_id_is_refused",), slow=False),
+    Mutant("pickle-any-codec", "annotation pickles: _codecs.encode runs any codec", "data/packaged.py",
+           '    if encoding not in ("latin1", "latin-1"):\n', "    if False:\n",
+           (U + "test_codecs_encode_builds_latin1_bytes_only",), slow=False),
+    Mutant("synthetic-pickle-load", "synthetic frames: load_sample_frames unpickles with pickle.loads",
+           "data/synthetic.py",
+           'annotations = load_pickle(Path(root) / ANNOTATIONS_DIR / ANNOTATIONS_FILE, "synthetic annotation file")',
+           "annotations = pickle.loads((Path(root) / ANNOTATIONS_DIR / ANNOTATIONS_FILE).read_bytes())",
+           (U + "test_the_synthetic_frame_reader_refuses_a_crafted_annotation_file",), slow=False),
+    # ------------------------------------------------------------------ key parts refused when read
+    Mutant("path-part-off", "readers: an event / video name that is a path is accepted",
+           "data/annotation_checks.py",
+           '    if any(separator in name for separator in PATH_SEPARATORS) or name in NOT_NAMES or "\\0" in name:\n',
+           "    if False:\n", (FINEDIVING, JIGSAWS, PREPARE_KEY), slow=False),
+    # ------------------------------------------------------------------ joins checked
+    Mutant("path-under-outside", "joiner: a joined path that leads outside its root is not refused", "data/frames.py",
+           "        if os.path.commonpath([root_text, joined]) != root_text:\n", "        if False:\n",
+           (FOLDER_JOIN, PATTERN_OUT, VIDEO_JOIN, JPEG_OUT, JPEG_PATTERN), slow=False),
+    Mutant("values-climb", "joiner: a value put into a pattern may climb with '..'", "data/frames.py",
+           "            if reason is not None:\n                raise PathOutsideRootError(f\"{what}: its",
+           "            if False:\n                raise PathOutsideRootError(f\"{what}: its",
+           (VALUE_CLIMBS,), slow=False),
+    Mutant("jpeg-source-folder", "JpegFolderSource.folder joins without the check", "data/frames.py",
+           'return path_under(self.root, sample.frames, f"the frame folder of sample {sample.key_str}")',
+           "return self.root / sample.frames", (FOLDER_JOIN,), slow=False),
+    Mutant("jpeg-source-path", "JpegFolderSource.path joins without the checks", "data/frames.py",
+           "        return fill_pattern(self.root, self.pattern, {\"folder\": sample.frames, \"frame\": int(frame)},\n"
+           "                            f\"frame {frame} of sample {sample.key_str}\")\n",
+           "        return self.root / self.pattern.format(folder=sample.frames, frame=int(frame))\n",
+           (VALUE_CLIMBS, PATTERN_OUT), slow=False),
+    Mutant("video-source-path", "VideoFileSource.path joins without the check", "data/frames.py",
+           'return path_under(self.root, video_name(self.pattern, sample), f"the video of sample {sample.key_str}")',
+           "return self.root / video_name(self.pattern, sample)", (VIDEO_JOIN,), slow=False),
+    Mutant("plan-videos-path", "plan_videos joins the video path without the check", "data/video_import.py",
+           'path_under(videos_dir, name, f"the video of sample {items[0][1].key_str}")',
+           "Path(videos_dir) / name", (VIDEO_JOIN,), slow=False),
+    Mutant("jpeg-output-folders", "video import: JPEG folders are created without the check", "data/video_import.py",
+           'folders = {path_under(root, sample.frames, f"the JPEG folder of sample {sample.key_str}"): sample.frames',
+           "folders = {root / sample.frames: sample.frames", (JPEG_OUT,), slow=False),
+    Mutant("jpeg-output-files", "video import: JPEG files (and their folders) are named without the check",
+           "data/video_import.py",
+           'fill_pattern(root, jpeg.pattern, {"folder": gather.sample.frames, "frame": number}, what))',
+           "root / jpeg.pattern.format(folder=gather.sample.frames, frame=number))", (JPEG_PATTERN,), slow=False),
 )

@@ -141,6 +141,23 @@ def text(value: object, where: Where, field: str) -> str:
     return str(value)
 
 
+# what a single file or folder name may not hold: a separator would make it a path, '.' and '..' name other
+# folders, a NUL ends the name early in the operating system's calls
+PATH_SEPARATORS = ("/", "\\")
+NOT_NAMES = (".", "..")
+
+
+def path_part(value: object, where: Where, field: str) -> str:
+    """`value` as a non-empty string that names one file or folder: it becomes part of a frame folder, a video
+    path or a JPEG output folder, so `../x`, `a/b` or an absolute path would lead outside the data's root."""
+    name = text(value, where, field)
+    if any(separator in name for separator in PATH_SEPARATORS) or name in NOT_NAMES or "\0" in name:
+        raise where.error(f"{field} is {_short(name)}: it names a frame folder, so it must be a single name (no "
+                          "'/' or '\\', not '.' or '..', no NUL character); refusing a path that could lead "
+                          "outside data.root")
+    return name
+
+
 def is_list(value: object) -> bool:
     """A list, a tuple or a 1-d array: what annotation files hold sequences as."""
     if isinstance(value, np.ndarray):

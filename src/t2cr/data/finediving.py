@@ -25,6 +25,7 @@ from t2cr.data.annotation_checks import (
     integer,
     items,
     pair,
+    path_part,
     record,
     require_keys,
     score_and_difficulty,
@@ -48,8 +49,8 @@ RULES = DIVING_RULES
 
 def _key(raw: object, where: Where) -> tuple[str, int]:
     event, idx = pair(raw, where, "(event, idx) of FineDiving")
-    # both parts name the frame folder {event}/{idx}
-    return text(event, where, "event"), integer(idx, where, "idx", minimum=0)
+    # both parts name the frame folder {event}/{idx}: the event must be one folder name, not a path
+    return path_part(event, where, "event"), integer(idx, where, "idx", minimum=0)
 
 
 def read_finediving(annotations: Path, config=None) -> Splits:

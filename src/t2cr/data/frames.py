@@ -7,8 +7,9 @@ it exists (see t2cr.data.cache).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +27,64 @@ class FrameSource(Protocol):
 
     def read(self, sample: Sample, frame_numbers: Sequence[int]) -> np.ndarray:
         """uint8 (len(frame_numbers), H, W, 3)."""
+
+
+class PathOutsideRootError(ValueError):
+    """A path built from a sample's folder, key or a pattern that would lead outside its root folder."""
+
+
+def _not_relative(relative: str) -> str | None:
+    """Why `relative` is no relative path at all, or None: an absolute path (on any platform), or a NUL
+    character (the operating system would cut the name there)."""
+    if "\0" in relative:
+        return "holds a NUL character"
+    if os.path.isabs(relative) or PureWindowsPath(relative).anchor:
+        return "is an absolute path"
+    return None
+
+
+def leaves_root(relative: str) -> str | None:
+    """Why `relative`, a value put into a path, could name a place outside whatever root it is joined to, or
+    None: it is not relative, or it climbs with a '..' part."""
+    reason = _not_relative(relative)
+    if reason is None and ".." in relative.replace("\\", "/").split("/"):
+        reason = "climbs out with '..'"
+    return reason
+
+
+def path_under(root: str | os.PathLike, relative: str, what: str) -> Path:
+    """`root / relative`, refused with a PathOutsideRootError unless it stays inside `root`.
+
+    `relative` comes from annotation files (a sample's folder, its key) through a pattern; the readers refuse a
+    key that is a path, and this check holds wherever the value came from. Lexical (no symlink is followed): a
+    data root may link to frames stored elsewhere, which is the user's choice, not the annotation file's."""
+    reason = _not_relative(relative)
+    if reason is None:
+        root_text = os.path.abspath(root)
+        joined = os.path.abspath(os.path.join(root_text, relative))
+        if os.path.commonpath([root_text, joined]) != root_text:
+            reason = "leads outside it"
+    if reason is not None:
+        raise PathOutsideRootError(f"{what} {relative!r} {reason}: refusing to read or write outside {root}")
+    return Path(root) / relative
+
+
+def refuse_climbing_values(values: dict[str, object], what: str) -> None:
+    """Refuse a text about to be put into a path pattern that would climb out of the root (see leaves_root).
+    The pattern itself may hold '/' ({event}/{idx}); the values substituted may not climb with '..'."""
+    for field, value in values.items():
+        parts = value if isinstance(value, tuple) else (value,)  # a key such as (event, idx)
+        for part in parts:
+            reason = leaves_root(part) if isinstance(part, str) else None
+            if reason is not None:
+                raise PathOutsideRootError(f"{what}: its {field} {part!r} {reason}; a value put into a path "
+                                           "must stay under the root folder")
+
+
+def fill_pattern(root: str | os.PathLike, pattern: str, values: dict[str, object], what: str) -> Path:
+    """`root / pattern.format(**values)`: every text substituted and the whole path stay under `root`."""
+    refuse_climbing_values(values, what)
+    return path_under(root, pattern.format(**values), what)
 
 
 def decode_image(path: Path) -> np.ndarray:
@@ -51,7 +110,7 @@ class JpegFolderSource:
         self.pattern = pattern
 
     def folder(self, sample: Sample) -> Path:
-        return self.root / sample.frames
+        return path_under(self.root, sample.frames, f"the frame folder of sample {sample.key_str}")
 
     def listing(self, sample: Sample) -> list[Path]:
         folder = self.folder(sample)
@@ -63,7 +122,8 @@ class JpegFolderSource:
     def path(self, sample: Sample, frame: int) -> Path:
         if self.pattern is None:
             raise ValueError("a listing source has no per-frame path pattern")
-        return self.root / self.pattern.format(folder=sample.frames, frame=int(frame))
+        return fill_pattern(self.root, self.pattern, {"folder": sample.frames, "frame": int(frame)},
+                            f"frame {frame} of sample {sample.key_str}")
 
     def frame_count(self, sample: Sample) -> int:
         return len(self.listing(sample))
@@ -91,8 +151,10 @@ class JpegFolderSource:
 
 def video_name(pattern: str, sample: Sample) -> str:
     """The sample's video file name: `data.video.pattern` with folder, key and group filled in."""
+    values = {"folder": sample.frames, "key": sample.key, "group": sample.group or ""}
+    refuse_climbing_values(values, f"the video of sample {sample.key_str}")
     try:
-        return pattern.format(folder=sample.frames, key=sample.key, group=sample.group or "")
+        return pattern.format(**values)
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise ValueError(
             f"data.video.pattern={pattern!r} cannot name the video of sample {sample.key_str} "
@@ -111,7 +173,7 @@ class VideoFileSource:
         self.first_frame = int(first_frame)
 
     def path(self, sample: Sample) -> Path:
-        return self.root / video_name(self.pattern, sample)
+        return path_under(self.root, video_name(self.pattern, sample), f"the video of sample {sample.key_str}")
 
     def frame_count(self, sample: Sample) -> int:
         av = require("av", "reading video files", "av")

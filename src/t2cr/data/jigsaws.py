@@ -22,7 +22,7 @@ from t2cr.data.annotation_checks import (
     check_splits,
     items,
     number,
-    text,
+    path_part,
 )
 from t2cr.data.packaged import load_pickle
 from t2cr.data.samples import Sample
@@ -68,7 +68,8 @@ def _folds(folds_by_task: dict, task: str, path: Path) -> list[list[str]]:
     folds = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(folds_by_task[task]):
-        names = [text(name, Where.at(path, name), f"a video name of {task} fold {index}")
+        # a name becomes the frame folder {name}_capture1 and the video's file name: one name, not a path
+        names = [path_part(name, Where.at(path, name), f"a video name of {task} fold {index}")
                  for name in items(raw, where, f"fold {index}: a list of video names")]
         for name in names:
             if name in seen:

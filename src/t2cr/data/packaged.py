@@ -10,6 +10,7 @@ inside its dataset archive and are not packaged.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from functools import cache
 from importlib import resources
@@ -62,14 +63,77 @@ def _verify_if_packaged(path: Path, content: bytes) -> None:
                          "(pip install --force-reinstall t2cr) or set data.annotations to your own copy")
 
 
+# The globals an annotation pickle may name: what numpy arrays, dtypes and numpy scalars pickle as (numpy 1
+# writes numpy.core, numpy 2 numpy._core; protocol 5 arrays use _frombuffer) and the builtin containers and
+# scalars that have no opcode of their own (protocols 0-2 name builtins `__builtin__`, as Python 2 did). The
+# packaged files name only numpy's four: numpy.ndarray, numpy.dtype, numpy.core.multiarray._reconstruct and
+# .scalar. Any other global could be a callable that REDUCE would run.
+PLAIN_BUILTINS = ("set", "frozenset", "complex", "bytes", "bytearray")
+PLAIN_DATA_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("collections", "OrderedDict"),
+    *((module, name) for module in ("builtins", "__builtin__") for name in PLAIN_BUILTINS),
+})
+# protocol 0-2 pickles write bytes as _codecs.encode(text, 'latin1'): allowed with that one encoding only
+LATIN1_BYTES = ("_codecs", "encode")
+PLAIN_DATA = "annotation files may hold only plain data (lists, dicts, numbers, strings, numpy arrays)"
+
+
+class RefusedPickleError(ValueError):
+    """An annotation pickle that would build something other than plain data (run code, import a module)."""
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """`_codecs.encode` as protocol 2 uses it for bytes; other codecs have no business in annotations."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only latin1 builds bytes)")
+    return text.encode("latin1")
+
+
+def _shown(module: str, name: str) -> str:
+    """The global's name as one short printable line (a crafted file may put anything there)."""
+    text = f"{module}.{name}"
+    return text if text.isprintable() and len(text) <= 100 else ascii(text)[:100]
+
+
+class PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data only: every global it is asked for (GLOBAL, STACK_GLOBAL, INST,
+    EXT) must be in PLAIN_DATA_GLOBALS, and persistent ids are refused, so a file from elsewhere cannot run
+    code while it is read."""
+
+    def __init__(self, content: bytes, path: Path) -> None:
+        super().__init__(io.BytesIO(content))
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) == LATIN1_BYTES:
+            return _latin1_bytes
+        if (module, name) not in PLAIN_DATA_GLOBALS:
+            raise RefusedPickleError(f"{self.path}: refused to load {_shown(module, name)}: {PLAIN_DATA}")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: object) -> object:
+        raise RefusedPickleError(f"{self.path}: refused to load a persistent id: {PLAIN_DATA}")
+
+
+def load_plain_pickle(path: Path, content: bytes) -> object:
+    """`pickle.loads(content)` for a file that holds plain data; RefusedPickleError for anything else."""
+    return PlainDataUnpickler(content, path).load()
+
+
 def load_pickle(path: Path, what: str) -> object:
-    """One annotation pickle; a packaged file is checked against its SHA-256 first."""
+    """One annotation pickle, plain data only; a packaged file is checked against its SHA-256 first."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}; set data.annotations to the folder holding it")
     content = path.read_bytes()
     _verify_if_packaged(path, content)
     try:
-        return pickle.loads(content)
+        return load_plain_pickle(path, content)
+    except RefusedPickleError:
+        raise  # already one line naming the file and the global
     except Exception as error:  # unpickling raises many types for a damaged or foreign file
         raise ValueError(f"{path} is not a readable {what} ({type(error).__name__}: {error}); "
                          "point data.annotations at the official files") from error

@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image
 
 from t2cr.data.config import SyntheticConfig
+from t2cr.data.packaged import load_pickle
 from t2cr.io import atomic_directory, file_lock, read_json, remove_temporaries
 
 FRAME_PATTERN = "{event:02d}/{frame:06d}.jpg"
@@ -690,8 +691,8 @@ def load_sample_frames(root: str | os.PathLike, key: tuple[int, int],
                        annotations: dict[tuple[int, int], dict[str, Any]] | None = None) -> np.ndarray:
     """(frames, H, W, 3) uint8 frames start_frame..end_frame of one sample, read from disk."""
     if annotations is None:
-        with open(Path(root) / ANNOTATIONS_DIR / ANNOTATIONS_FILE, "rb") as handle:
-            annotations = pickle.load(handle)
+        # the restricted loader: a folder passed as synthetic data may come from anyone
+        annotations = load_pickle(Path(root) / ANNOTATIONS_DIR / ANNOTATIONS_FILE, "synthetic annotation file")
     ann = annotations[key]
     frames = []
     for f in range(ann["start_frame"], ann["end_frame"] + 1):

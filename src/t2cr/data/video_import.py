@@ -57,7 +57,7 @@ from t2cr.data.cache import (
     unique_entries,
     write_manifest,
 )
-from t2cr.data.frames import video_name
+from t2cr.data.frames import fill_pattern, path_under, video_name
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
@@ -92,7 +92,8 @@ def plan_videos(samples: Sequence[Sample], videos_dir: str | os.PathLike, patter
     by_video: dict[str, list[tuple[str, Sample]]] = {}
     for name, sample in unique_entries(samples).items():
         by_video.setdefault(video_name(pattern, sample), []).append((name, sample))
-    return [VideoJob(name, Path(videos_dir) / name, tuple(items)) for name, items in sorted(by_video.items())]
+    return [VideoJob(name, path_under(videos_dir, name, f"the video of sample {items[0][1].key_str}"), tuple(items))
+            for name, items in sorted(by_video.items())]
 
 
 def missing_videos(jobs: Sequence[VideoJob]) -> list[VideoJob]:
@@ -430,17 +431,22 @@ def _jpeg_targets(job: VideoJob, gathers: Sequence[_Gather], ctx: _Context) -> t
     if jpeg is None:
         return None, False
     root = Path(jpeg.root)
-    folders = sorted({sample.frames for _, sample in job.samples})
+    # every folder and file is checked to stay under jpeg_dir= before anything is created
+    folders = {path_under(root, sample.frames, f"the JPEG folder of sample {sample.key_str}"): sample.frames
+               for _, sample in job.samples}
     if jpeg.pattern is None:  # a listed layout: every frame, named in frame order
-        for folder in folders:
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            remove_temporaries(root / folder)  # left by a killed import
-        return (lambda index: [root / LISTED_JPEG.format(folder=f, frame=index) for f in folders]), True
+        for folder in sorted(folders):
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(folder)  # left by a killed import
+        names = sorted(folders.values())
+        return (lambda index: [fill_pattern(root, LISTED_JPEG, {"folder": name, "frame": index}, "a JPEG frame")
+                               for name in names]), True
     by_index: dict[int, set[Path]] = {}
     for gather in gathers:
+        what = f"a JPEG frame of sample {gather.sample.key_str}"
         for number, index in zip(gather.numbers.tolist(), gather.indices.tolist()):
-            by_index.setdefault(index, set()).add(root / jpeg.pattern.format(folder=gather.sample.frames,
-                                                                              frame=number))
+            by_index.setdefault(index, set()).add(
+                fill_pattern(root, jpeg.pattern, {"folder": gather.sample.frames, "frame": number}, what))
     for parent in {p.parent for paths in by_index.values() for p in paths}:
         parent.mkdir(parents=True, exist_ok=True)
         remove_temporaries(parent)
