@@ -31,6 +31,17 @@ VIDEO_JOIN = P + "test_the_video_path_joiner_refuses_a_video_outside_the_root"
 JPEG_OUT = P + "test_the_jpeg_output_creates_nothing_outside_its_root_whatever_the_sample_says"
 JPEG_PATTERN = P + "test_a_jpeg_pattern_that_leads_outside_its_root_creates_nothing"
 
+
+LOCK = "tests/test_run_folder_lock.py::"
+REFUSED = LOCK + "test_a_second_run_into_a_running_runs_folder_is_refused_and_changes_nothing"
+DDP = LOCK + "test_the_ddp_ranks_of_a_run_share_its_locked_folder"
+STORE = LOCK + "test_two_jobs_wanting_one_feature_store_compute_it_once"
+DISK = "tests/test_disk_full.py::"
+CKPT = DISK + "test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint"
+METRICS = DISK + "test_a_full_disk_during_metrics_json_keeps_the_previous_file"
+OTHERS = DISK + "test_other_errors_while_writing_are_the_same_one_line"
+CLI = DISK + "test_a_run_that_fills_the_disk_ends_with_one_line_and_keeps_its_last_checkpoint"
+
 MUTANTS = (
     Mutant("cache29-one-folder", "every settings' cache is data.cache_dir itself (no folder per settings)",
            "data/cache.py",
@@ -125,4 +136,37 @@ MUTANTS = (
            "data/video_import.py",
            'fill_pattern(root, jpeg.pattern, {"folder": gather.sample.frames, "frame": number}, what))',
            "root / jpeg.pattern.format(folder=gather.sample.frames, frame=number))", (JPEG_PATTERN,), slow=False),
+    # -------------------- run folder lock, feature store lock, disk full (issue 29)
+    # ------------------------------------------------------------------ the run folder's lock
+    Mutant("run-lock-none", "run folder lock: t2cr-train takes no lock (a second run writes into a running one's folder)",
+           "run.py", "            self.lock = lock_run_folder(pin_run_dir(config))\n",
+           "            pin_run_dir(config)\n", (REFUSED,)),
+    Mutant("run-lock-late", "run folder lock: taken when the job starts, after Hydra wrote .hydra/ and the log",
+           "run.py", "    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:\n",
+           "    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:\n", (REFUSED,)),
+    Mutant("run-lock-every-rank", "run folder lock: every DDP rank takes it (rank 1 is refused by rank 0's lock)",
+           "run.py", "        if not is_rank_zero():\n            return\n        try:\n",
+           "        if False:\n            return\n        try:\n", (DDP,)),
+    # ------------------------------------------------------------------ the feature store's lock
+    Mutant("store-lock-none", "feature store: jobs wanting one store each compute it (no lock between jobs)",
+           "features.py",
+           "        between_jobs = computing_store(path) if trainer.global_rank == 0 else contextlib.nullcontext()\n",
+           "        between_jobs = contextlib.nullcontext()\n", (STORE,)),
+    Mutant("store-lock-other-name", "feature store: the lock is one per cache folder, not named after the store",
+           "features.py", '    lock = file_lock(path.with_name(path.name + ".lock"))\n',
+           '    lock = file_lock(path.with_name("features.lock"))\n', (STORE,)),
+    # ------------------------------------------------------------------ disk full
+    Mutant("write-failed-oserror", "disk full: an OSError while writing propagates as it is (no folder, no free space)",
+           "io.py", "        raise write_failed(path, error.strerror or str(error), error.errno, existed, elsewhere) from error\n",
+           "        raise\n", (METRICS, OTHERS), slow=False),
+    Mutant("write-failed-torch", "disk full: torch's failed checkpoint write stays a RuntimeError with a traceback",
+           "io.py", "        if not _torch_writer_failed(error):\n", "        if True:\n", (CKPT, CLI)),
+    Mutant("write-probe", "disk full: a failed torch write does not say why (no probe for the errno)",
+           "io.py", "        found = _write_probe(path.parent)", "        found = None", (CKPT,), slow=False),
+    Mutant("checkpoint-advice", "disk full: a checkpoint's line does not name hydra.run.dir",
+           "reliability.py", "            raise failed.advising(RUN_DIR_ELSEWHERE) from failed.__cause__\n",
+           "            raise\n", (CKPT,), slow=False),
+    Mutant("cli-write-failed", "disk full: t2cr-train prints a traceback instead of the one line",
+           "cli/common.py", "    if isinstance(error, (UserError, MissingPackage, WriteFailed)):\n",
+           "    if isinstance(error, (UserError, MissingPackage)):\n", (CLI, METRICS)),
 )

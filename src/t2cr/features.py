@@ -8,29 +8,35 @@ Two users:
 - the fast ablation mode (a deviation from the paper, which fine-tunes I3D): with the backbone frozen,
   every video's features are computed once, without training augmentation, and kept on disk under a
   digest of the backbone weights and the data settings, so a whole ablation sweep trains only the heads.
+  One job computes a store while holding `<store>.lock`; the other jobs of a sweep that want it wait for
+  that job, then read its file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from filelock import Timeout
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from t2cr.io import atomic_write
+from t2cr.io import atomic_write, file_lock
 
 log = logging.getLogger(__name__)
 
 FEATURE_CACHE_VERSION = 1
+STORE_ELSEWHERE = "set runtime.feature_cache_dir elsewhere"  # the advice of a store that could not be written
 
 
 class MissingFeaturesError(KeyError):
@@ -186,7 +192,24 @@ def save_store(path: Path, settings: dict[str, Any], rows: dict[str, torch.Tenso
     keys = sorted(rows)
     payload = {"settings": json.loads(json.dumps(settings, default=str)), "keys": keys,
                "features": torch.stack([rows[k].float().cpu() for k in keys])}
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    atomic_write(path, lambda temporary: torch.save(payload, temporary), elsewhere=STORE_ELSEWHERE)
+
+
+@contextmanager
+def computing_store(path: Path) -> Iterator[None]:
+    """Hold `<store>.lock` (the store's file name + `.lock`) while reading, computing and writing the store at
+    `path`: the jobs of a sweep that want the same store compute it once; the others wait here, then read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = file_lock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.info("another job is computing the clip features in %s: waiting for it, then reading them", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def broadcast_rows(ids: torch.Tensor, features: torch.Tensor, shape_tail: Sequence[int],
@@ -268,12 +291,22 @@ class ClipFeatures(Callback):
 
     # ------------------------------------------------------------------------------ fast ablation mode
     def _stored(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> FeatureTable:
-        """Every video's features, from the store file or computed once and stored."""
+        """Every video's features, from the store file or computed once and stored.
+
+        Between jobs, rank 0 holds the store's lock from reading it to writing it (`computing_store`): a job
+        that finds it held waits, then reads what the other job wrote. Its own ranks wait for it in the
+        broadcast of what it read, as they wait for any read of the store."""
+        settings = self.store_settings(pl_module.model, datamodule)
+        path = store_path(pl_module.runtime.feature_cache_dir, settings)
+        between_jobs = computing_store(path) if trainer.global_rank == 0 else contextlib.nullcontext()
+        with between_jobs:
+            return self._read_or_compute(trainer, pl_module, datamodule, settings, path)
+
+    def _read_or_compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule,
+                         settings: dict[str, Any], path: Path) -> FeatureTable:
         device = trainer.strategy.root_device
         model = pl_module.model
         model.backbone.to(device)
-        settings = self.store_settings(model, datamodule)
-        path = store_path(pl_module.runtime.feature_cache_dir, settings)
         keys = [s.key_str for s in datamodule.videos]
         rank = trainer.global_rank
         table = self._new_table(pl_module, datamodule, device)

@@ -18,9 +18,11 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from t2cr.io import atomic_write
+from t2cr.io import WriteFailed, atomic_write
 
 log = logging.getLogger(__name__)
+
+RUN_DIR_ELSEWHERE = "set hydra.run.dir elsewhere"  # the advice of a failed write in a run folder
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,13 +75,17 @@ class StepStatus:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside it and renames it into place.
 
-    A failure while writing (disk full, a kill) leaves the previous checkpoint whole and readable.
+    A failure while writing (disk full, a kill) leaves the previous checkpoint whole and readable; a full disk
+    ends the run with one line naming the file, the folder and its free space (t2cr.io.WriteFailed).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda temporary: torch.save(checkpoint, temporary))
+        try:
+            atomic_write(path, lambda temporary: torch.save(checkpoint, temporary))
+        except WriteFailed as failed:  # a full disk: one line that names the run folder's setting (exit 2)
+            raise failed.advising(RUN_DIR_ELSEWHERE) from failed.__cause__
 
 
 class StopRequested(SIGTERMException):

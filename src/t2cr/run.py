@@ -11,28 +11,39 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from filelock import FileLock, Timeout
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies import DDPStrategy
 
 import t2cr.sweeps  # noqa: F401  (registers the t2cr_dirname resolver that names sweep jobs)
+from t2cr.cli.common import UserError, exit_with_error
 from t2cr.config import to_dataclass
 from t2cr.data.config import DataConfig
 from t2cr.data.datamodule import PairDataModule
 from t2cr.devices import cpus_per_process, processes_per_node
 from t2cr.distributed import GlobalBatchNorm
 from t2cr.features import ClipFeatures
-from t2cr.io import write_text
+from t2cr.io import file_lock, write_text
 from t2cr.launch import exit_with_parent, launch_local_ranks
 from t2cr.optional import require
 from t2cr.quiet import quiet_third_party
-from t2cr.reliability import AtomicCheckpointIO, LastEveryEpoch, ResumePosition, SaveOnSigterm, SeedEachStep
+from t2cr.reliability import (
+    RUN_DIR_ELSEWHERE,
+    AtomicCheckpointIO,
+    LastEveryEpoch,
+    ResumePosition,
+    SaveOnSigterm,
+    SeedEachStep,
+)
 from t2cr.schemas import register as register_schemas
 
 log = logging.getLogger(__name__)
 
 register_schemas()  # conf/<group>/*.yaml extend the dataclass schemas: t2cr.schemas
 WANDB_ID_FILE = "wandb_run_id.txt"
+RUN_LOCK_FILE = ".t2cr-run.lock"  # held by the run using the folder (RunFolderLock)
 
 
 def aqa7_classes_name(classes: Any) -> str:
@@ -60,6 +71,57 @@ if not OmegaConf.has_resolver("t2cr_times"):
 def is_rank_zero() -> bool:
     """Rank 0 of the job, also before the Trainer exists (children carry a non-zero rank variable)."""
     return all(os.environ.get(v, "0") == "0" for v in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK"))
+
+
+def lock_run_folder(run_dir: Path) -> FileLock:
+    """The run folder's lock, taken without waiting; a `UserError` when another run holds it (two runs in one
+    folder would interleave their last.ckpt, metrics and logs). The caller releases it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = file_lock(run_dir / RUN_LOCK_FILE)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise UserError(f"{run_dir} is in use by another t2cr-train run (it holds {RUN_LOCK_FILE} there): wait for "
+                        "that run to end, or choose another hydra.run.dir") from None
+    return lock
+
+
+def pin_run_dir(config: DictConfig) -> Path:
+    """hydra.run.dir resolved once and written back, so that Hydra's job runs in the folder resolved here (a
+    ${now:} stamp resolved again a second later would name another); absolute."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(config)  # as Hydra's run_job does first: ${hydra:...} in the name resolves
+    run_dir = str(OmegaConf.select(config, "hydra.run.dir"))
+    with read_write(config.hydra.run):
+        config.hydra.run.dir = run_dir
+    return Path(run_dir).absolute()
+
+
+class RunFolderLock(HydraCallback):
+    """Holds the run folder's lock (`.t2cr-run.lock`) for the whole of a single run, from before Hydra writes
+    `.hydra/` and the log there: a second run into the folder is refused in one line (exit 2) and changes nothing.
+
+    Only the job's first process takes it: the DDP ranks it starts (t2cr.launch), and the other ranks of a
+    torchrun or SLURM job, share the folder. Multirun jobs each have their own folder and take none. The lock
+    goes with the process (also on a kill); a resumed run takes it once the first has ended.
+    """
+
+    def __init__(self) -> None:
+        self.lock: FileLock | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_rank_zero():
+            return
+        try:
+            self.lock = lock_run_folder(pin_run_dir(config))
+        except UserError as refused:
+            exit_with_error(config.hydra.job.name, str(refused))  # Hydra would turn an exception into a warning
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def build_datamodule(cfg: DictConfig) -> PairDataModule:
@@ -240,7 +302,7 @@ def write_predictions_csv(path: Path, rows: list[dict[str, float]], keys: list[s
     for row in rows:
         lines.append(f"{keys[row['index']]},{row['index']},{row['true']:.6f},{row['pred']:.6f},"
                      f"{row['direct']:.6f},{row['contrastive']:.6f},{row['scale']:g}")
-    write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n", elsewhere=RUN_DIR_ELSEWHERE)
 
 
 def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, entry_module: str):
@@ -263,7 +325,6 @@ def start_other_ranks(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, 
     if not is_rank_zero():
         exit_with_parent()
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(resolved, run_dir / "config.yaml")
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved), elsewhere=RUN_DIR_ELSEWHERE)
     return launch_local_ranks(entry_module, run_dir, "config", run_dir, devices, int(trainer.num_nodes),
                               threads=threads)

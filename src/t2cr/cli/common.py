@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import linecache
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from t2cr.io import WriteFailed, free_space
 from t2cr.optional import MissingPackage
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
@@ -29,6 +31,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 # errors that t2cr raises on purpose for bad input (validation of configs, data and checkpoints)
 INPUT_ERRORS = (ValueError, TypeError, KeyError, RuntimeError)
+# a full disk or quota wherever a file is written (t2cr's own files raise WriteFailed, which says more)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _tracebacks_wanted() -> bool:
@@ -63,7 +67,7 @@ def user_error_message(error: BaseException) -> str | None:
     )
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    if isinstance(error, (UserError, MissingPackage)):
+    if isinstance(error, (UserError, MissingPackage, WriteFailed)):
         return str(error)
     if isinstance(error, InstantiationException) and isinstance(error.__cause__, (UserError, MissingPackage)):
         return str(error.__cause__)  # refused by a class Hydra built (a launcher, a callback)
@@ -80,12 +84,25 @@ def user_error_message(error: BaseException) -> str | None:
         return _one_line(getattr(error, "msg", error)) + (f" (config key {key})" if key else "")
     if isinstance(error, FILE_ERRORS):
         return _one_line(error)
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return _no_space(error)
     if isinstance(error, INPUT_ERRORS) and _raised_on_purpose_by_t2cr(error):
         return _one_line(error.args[0] if isinstance(error, KeyError) and error.args else error)
     return None
 
 
-def _report(command: str, message: str) -> NoReturn:
+def _no_space(error: OSError) -> str:
+    """A full disk met while writing a file that is not t2cr's own (a log, a plot): the file and the free space."""
+    if not error.filename:
+        return f"a write failed: {error.strerror} ({free_space(os.getcwd())} here); free space and run again"
+    target = Path(os.fsdecode(error.filename))
+    return (f"cannot write {target.name} in {target.parent}: {error.strerror} ({free_space(target.parent)}); "
+            "free space or write elsewhere")
+
+
+def exit_with_error(command: str, message: str) -> NoReturn:
+    """Print `t2cr-<command>: error: <message>` and exit 2 (SystemExit passes Hydra, which turns a callback's
+    exceptions into warnings)."""
     print(f"t2cr-{command}: error: {message}", file=sys.stderr)
     sys.stderr.flush()
     raise SystemExit(2)
@@ -101,7 +118,7 @@ def user_errors(command: str) -> Iterator[None]:
         message = user_error_message(error)
         if message is None or _tracebacks_wanted():
             raise
-        _report(command, message)
+        exit_with_error(command, message)
 
 
 def command(name: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:

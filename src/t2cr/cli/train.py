@@ -25,10 +25,11 @@ from t2cr.bank import ExemplarBank
 from t2cr.cli.common import command, set_matmul_precision, user_errors
 from t2cr.cli.prepare import cache_for_accelerator
 from t2cr.devices import check_global_batches, uses_gpu
-from t2cr.io import write_json
+from t2cr.io import write_json, write_text
 from t2cr.launch import launched_externally
 from t2cr.module import T2CRModule
 from t2cr.plots import scatter_plot
+from t2cr.reliability import RUN_DIR_ELSEWHERE
 from t2cr.resources import CONF_DIR
 from t2cr.run import (
     ValidationCurve,
@@ -180,8 +181,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule, resolved: dict[str
         # found / dropped / kept per official split: t2cr-tables labels a run that dropped samples
         "samples_per_split": datamodule.split_counts(),
     })
-    OmegaConf.save(resolved, run_dir / "config.yaml")
-    write_json(run_dir / "metrics.json", results)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved), elsewhere=RUN_DIR_ELSEWHERE)
+    write_json(run_dir / "metrics.json", results, elsewhere=RUN_DIR_ELSEWHERE)
     keys = [s.key_str for s in datamodule.samples("test")]
     write_predictions_csv(run_dir / "predictions_test.csv", last_rows, keys)
     plot = scatter_plot([r["true"] for r in last_rows], [r["pred"] for r in last_rows],
@@ -312,7 +313,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 main = command("train", hydra_main)
-
 
 if __name__ == "__main__":
     main()
