@@ -169,4 +169,9 @@ MUTANTS = (
     Mutant("cli-write-failed", "disk full: t2cr-train prints a traceback instead of the one line",
            "cli/common.py", "    if isinstance(error, (UserError, MissingPackage, WriteFailed)):\n",
            "    if isinstance(error, (UserError, MissingPackage)):\n", (CLI, METRICS)),
+    Mutant("cache29-import-array-replaced", "the video import writes an entry again over its old array file",
+           "data/video_import.py", "    array = new_array_path(samples_dir, gather.name)\n",
+           '    array = samples_dir / f"{gather.name}.npy"\n',
+           ("tests/test_cache_sharing.py::test_the_video_import_writes_an_entry_again_beside_the_old_array",),
+           slow=False),
 )

@@ -234,3 +234,23 @@ def test_two_prepares_of_the_same_settings_take_turns_and_leave_one_complete_cac
     assert (made.prepared, waited.prepared, waited.reused) == (len(samples), 0, len(samples))
     assert cache_status(config.cache_dir, data_config(cfg)) == "complete"
     assert cache_error(open_cache(cfg), raw) == 0
+
+
+def test_the_video_import_writes_an_entry_again_beside_the_old_array(tmp_path):
+    """t2cr-prepare videos= writes its entries as prepare_cache does: a second write of an entry goes to a new
+    array file that its new index names, and the array the first index names keeps its rows."""
+    from t2cr.data.cache import array_path
+    from t2cr.data.video_import import _Gather, _write_entry
+
+    samples_dir = tmp_path / "samples"
+    samples_dir.mkdir()
+    sample = Sample(key=("a", 1), score=1.0, difficulty=None, action_type=None, frames="a")
+    numbers = np.arange(3)
+    first_rows = np.full((3, 4, 4, 3), 7, dtype=np.uint8)
+    first = _write_entry(samples_dir, _Gather("a_1", sample, numbers, numbers, False, first_rows.copy()), None)
+    held = np.load(array_path(samples_dir, "a_1", first), mmap_mode="r")  # a reader holding the first index
+    second = _write_entry(samples_dir, _Gather("a_1", sample, numbers, numbers, False, first_rows + 1), None)
+    assert array_path(samples_dir, "a_1", second) != array_path(samples_dir, "a_1", first)
+    assert np.array_equal(np.load(array_path(samples_dir, "a_1", first)), first_rows)
+    assert np.array_equal(held, first_rows)
+    assert np.array_equal(np.load(array_path(samples_dir, "a_1", second)), first_rows + 1)

@@ -51,6 +51,7 @@ from t2cr.data.cache import (
     cache_settings,
     cached_index,
     claim,
+    new_array_path,
     run_each,
     save_array,
     start_over_unless_made_for,
@@ -456,9 +457,13 @@ def _jpeg_targets(job: VideoJob, gathers: Sequence[_Gather], ctx: _Context) -> t
 def _write_entry(samples_dir: Path, gather: _Gather, frame_count: int | None) -> dict:
     """The cache entry exactly as prepare_cache writes one: the .npy, then the .json index that marks it whole."""
     rows = gather.rows
-    size = atomic_write(samples_dir / f"{gather.name}.npy", lambda to: save_array(to, rows))
+    # an entry written again goes to a new array file its index names: a reader of the old index keeps its rows
+    array = new_array_path(samples_dir, gather.name)
+    size = atomic_write(array, lambda to: save_array(to, rows))
     index = {"key": gather.sample.key_str, "frames": gather.numbers.tolist(), "frame_count": frame_count,
              "shape": list(rows.shape), "bytes": size}
+    if array.name != f"{gather.name}.npy":
+        index["array"] = array.name
     write_json(samples_dir / f"{gather.name}.json", index, indent=1)
     gather.rows = None  # written: free the frames while the video goes on
     return index
