@@ -222,6 +222,8 @@ class VideoEncoding:
     tokens: torch.Tensor  # tokens the difference transformer compares: fused (V, 2M, d) or f_M
     direct: torch.Tensor | None  # direct score (V,), from the base path: the one Eq. 3 uses
     logits: torch.Tensor | None  # action-type logits (V, num_action_types), base path
+    # the official code's heads, by keyword only: subclasses' own fields stay positional after `logits`
+    _: dataclasses.KW_ONLY
     token_score: torch.Tensor | None = None  # the token score head on the base path (V,)
     aux_heads: PathHeads | None = None  # the same heads on the auxiliary path (model.aux_path_heads)
 
@@ -297,7 +299,8 @@ class T2CR(ClipModel):
             tokens = self.fusion(base_tokens, aux_tokens)
         base = self.path_heads(base_tokens)
         aux = self.path_heads(aux_tokens) if aux_tokens is not None and self.config.aux_path_heads else None
-        return VideoEncoding(base_tokens, aux_tokens, tokens, base.direct, base.logits, base.token_score, aux)
+        return VideoEncoding(base_tokens, aux_tokens, tokens, base.direct, base.logits, token_score=base.token_score,
+                             aux_heads=aux)
 
     def path_heads(self, tokens: torch.Tensor) -> PathHeads:
         """The direct score, action-type logits and token score of one path's tokens (V, M, d)."""

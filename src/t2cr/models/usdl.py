@@ -137,8 +137,7 @@ class _DirectModel(ClipModel):
         pooled = base_features.mean(dim=1)
         log_probs = self.distribution(pooled)
         tokens = pooled.unsqueeze(1)
-        return DistributionEncoding(tokens, None, tokens, self.read_score(log_probs), None,
-                                    log_probs=log_probs)
+        return DistributionEncoding(tokens, None, tokens, self.read_score(log_probs), None, log_probs)
 
     def forward(self, query: torch.Tensor, exemplar: torch.Tensor, self_difference: bool = True) -> PairOutput:
         """Both videos of each pair encoded as independent samples (`self_difference` is ignored: one path).
