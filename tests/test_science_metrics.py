@@ -283,7 +283,7 @@ def _paper_rows(starts, length=16, stride=1):
 
 def _store_datamodule(identity: dict, resize=(120, 160), crop=(112, 112)):
     """The three things ClipFeatures.store_settings reads from a data module."""
-    transform = SimpleNamespace(resize=list(resize), crop=list(crop))
+    transform = SimpleNamespace(resize=list(resize), crop=list(crop), interpolation="bilinear")
     return SimpleNamespace(reader=SimpleNamespace(transform=transform), data_identity=lambda: dict(identity))
 
 
