@@ -36,6 +36,7 @@ LOCK = "tests/test_run_folder_lock.py::"
 REFUSED = LOCK + "test_a_second_run_into_a_running_runs_folder_is_refused_and_changes_nothing"
 DDP = LOCK + "test_the_ddp_ranks_of_a_run_share_its_locked_folder"
 STORE = LOCK + "test_two_jobs_wanting_one_feature_store_compute_it_once"
+EXTERNAL_RANKS = LOCK + "test_only_rank_zero_of_an_externally_launched_job_takes_the_run_folder_lock"
 DISK = "tests/test_disk_full.py::"
 CKPT = DISK + "test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint"
 METRICS = DISK + "test_a_full_disk_during_metrics_json_keeps_the_previous_file"
@@ -146,7 +147,7 @@ MUTANTS = (
            "    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:\n", (REFUSED,)),
     Mutant("run-lock-every-rank", "run folder lock: every DDP rank takes it (rank 1 is refused by rank 0's lock)",
            "run.py", "        if not is_rank_zero():\n            return\n        try:\n",
-           "        if False:\n            return\n        try:\n", (DDP,)),
+           "        if False:\n            return\n        try:\n", (DDP, EXTERNAL_RANKS)),
     # ------------------------------------------------------------------ the feature store's lock
     Mutant("store-lock-none", "feature store: jobs wanting one store each compute it (no lock between jobs)",
            "features.py",

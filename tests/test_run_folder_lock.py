@@ -184,3 +184,26 @@ def test_two_jobs_wanting_one_feature_store_compute_it_once(tiny_synthetic, tmp_
     assert (got["first"][0], got["second"][0]) == (videos, 0)
     assert got["second"][1] == [f"{stores[0]}.lock"]  # the lock named after the store's digest file
     assert got["second"][2] == got["first"][2]  # and read the features the first one wrote
+
+
+@pytest.mark.parametrize("rank_variable", ["RANK", "SLURM_PROCID", "LOCAL_RANK"])
+def test_only_rank_zero_of_an_externally_launched_job_takes_the_run_folder_lock(monkeypatch, tmp_path, rank_variable):
+    """torchrun and SLURM start every rank with the user's command line, so each composes the lock callback: only
+    the job's rank 0 may take the lock (the others would be refused by it)."""
+    import t2cr.run as run_module
+
+    taken: list[Path] = []
+    monkeypatch.setattr(run_module, "pin_run_dir", lambda config: tmp_path)
+    monkeypatch.setattr(run_module, "lock_run_folder",
+                        lambda path: taken.append(path) or SimpleNamespace(release=lambda: None))
+    for name in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(rank_variable, "1")
+    run_module.RunFolderLock().on_run_start(None)
+    assert taken == []
+    monkeypatch.setenv(rank_variable, "0")
+    callback = run_module.RunFolderLock()
+    callback.on_run_start(None)
+    assert taken == [tmp_path]
+    callback.on_run_end(None)
+    assert callback.lock is None
