@@ -10,6 +10,7 @@ TWO = S + "test_two_settings_share_one_cache_dir_each_complete_each_read_its_own
 OPEN = S + "test_a_reader_open_while_a_job_with_other_settings_prepares_keeps_reading_its_frames"
 FLAT = S + "test_an_old_flat_cache_is_read_with_its_settings_and_never_wiped_for_others"
 REWRITE = S + "test_an_entry_written_again_for_the_same_settings_leaves_the_old_rows_to_their_readers"
+IMPORT_REWRITE = S + "test_the_video_import_writes_an_entry_again_beside_the_old_array"
 TURNS = S + "test_two_prepares_of_the_same_settings_take_turns_and_leave_one_complete_cache"
 
 
@@ -71,7 +72,7 @@ MUTANTS = (
     Mutant("cache29-array-replaced", "an entry written again replaces <name>.npy under readers of the old index",
            "data/cache.py",
            '    if not (samples_dir / f"{name}.json").exists():\n        return samples_dir / f"{name}.npy"\n',
-           '    return samples_dir / f"{name}.npy"\n', (REWRITE,), slow=False),
+           '    return samples_dir / f"{name}.npy"\n', (REWRITE, IMPORT_REWRITE), slow=False),
     Mutant("cache29-reader-ignores-array", "a reader opens <name>.npy whatever array the index names",
            "data/cache.py",
            "            array = array_path(self.cache_dir / SAMPLES_DIR, name, index) if isinstance(index, dict) "
@@ -170,9 +171,4 @@ MUTANTS = (
     Mutant("cli-write-failed", "disk full: t2cr-train prints a traceback instead of the one line",
            "cli/common.py", "    if isinstance(error, (UserError, MissingPackage, WriteFailed)):\n",
            "    if isinstance(error, (UserError, MissingPackage)):\n", (CLI, METRICS)),
-    Mutant("cache29-import-array-replaced", "the video import writes an entry again over its old array file",
-           "data/video_import.py", "    array = new_array_path(samples_dir, gather.name)\n",
-           '    array = samples_dir / f"{gather.name}.npy"\n',
-           ("tests/test_cache_sharing.py::test_the_video_import_writes_an_entry_again_beside_the_old_array",),
-           slow=False),
 )

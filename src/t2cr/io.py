@@ -39,7 +39,7 @@ def _fsync(path: Path) -> None:
         os.fsync(written.fileno())
 
 
-# OSErrors that name their file already and are reported as they are (t2cr.cli.common.FILE_ERRORS); every
+# OSErrors that name their file already and are reported as they are (t2cr.cli.common reports them); every
 # other one (ENOSPC, EDQUOT, EIO, EROFS, EFBIG, ...) becomes a WriteFailed
 NAMED_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 ELSEWHERE = "write to another folder"  # the advice when the caller names no setting that moves the file

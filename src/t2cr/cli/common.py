@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from t2cr.io import WriteFailed, free_space
+from t2cr.io import NAMED_FILE_ERRORS, WriteFailed, free_space
 from t2cr.optional import MissingPackage
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
@@ -28,7 +28,7 @@ class UserError(Exception):
 TRACEBACKS_VAR = "T2CR_TRACEBACKS"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # errors that name the file they are about, wherever they are raised
-FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+FILE_ERRORS = NAMED_FILE_ERRORS
 # errors that t2cr raises on purpose for bad input (validation of configs, data and checkpoints)
 INPUT_ERRORS = (ValueError, TypeError, KeyError, RuntimeError)
 # a full disk or quota wherever a file is written (t2cr's own files raise WriteFailed, which says more)

@@ -486,14 +486,21 @@ def _prepare_entry(raw_source: FrameSource, samples_dir: Path, resize: list[int]
     """Decode, resize and write one entry: its .npy, then its .json index (which marks it complete)."""
     frames = _decode(raw_source, sample, numbers, resize, interpolation)
     count = int(raw_source.frame_count(sample)) if sample.end_frame is None else None
+    return name, write_entry(samples_dir, name, sample, numbers, frames, count)
+
+
+def write_entry(samples_dir: Path, name: str, sample: Sample, numbers: np.ndarray, frames: np.ndarray,
+                frame_count: int | None) -> dict:
+    """Write one entry (prepare_cache and the video import): its array, then its .json index, which marks it
+    complete. An entry written again gets a new array file that its new index names (new_array_path)."""
     array = new_array_path(samples_dir, name)
     size = atomic_write(array, lambda to: save_array(to, frames))
-    index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": count,
+    index = {"key": sample.key_str, "frames": numbers.tolist(), "frame_count": frame_count,
              "shape": list(frames.shape), "bytes": size}
     if array.name != f"{name}.npy":
         index["array"] = array.name
     write_json(samples_dir / f"{name}.json", index, indent=1)
-    return name, index
+    return index
 
 
 def new_array_path(samples_dir: Path, name: str) -> Path:

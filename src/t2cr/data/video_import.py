@@ -51,18 +51,17 @@ from t2cr.data.cache import (
     cache_settings,
     cached_index,
     claim,
-    new_array_path,
     run_each,
-    save_array,
     start_over_unless_made_for,
     unique_entries,
+    write_entry,
     write_manifest,
 )
 from t2cr.data.frames import fill_pattern, path_under, video_name
 from t2cr.data.reading import SampleReader
 from t2cr.data.samples import Sample
 from t2cr.data.transforms import CHUNK_FRAMES, resize_frames
-from t2cr.io import atomic_write, file_lock, read_json, remove_temporaries, temporary_path, write_json
+from t2cr.io import file_lock, read_json, remove_temporaries, temporary_path, write_json
 from t2cr.optional import require
 
 log = logging.getLogger(__name__)
@@ -456,15 +455,7 @@ def _jpeg_targets(job: VideoJob, gathers: Sequence[_Gather], ctx: _Context) -> t
 
 def _write_entry(samples_dir: Path, gather: _Gather, frame_count: int | None) -> dict:
     """The cache entry exactly as prepare_cache writes one: the .npy, then the .json index that marks it whole."""
-    rows = gather.rows
-    # an entry written again goes to a new array file its index names: a reader of the old index keeps its rows
-    array = new_array_path(samples_dir, gather.name)
-    size = atomic_write(array, lambda to: save_array(to, rows))
-    index = {"key": gather.sample.key_str, "frames": gather.numbers.tolist(), "frame_count": frame_count,
-             "shape": list(rows.shape), "bytes": size}
-    if array.name != f"{gather.name}.npy":
-        index["array"] = array.name
-    write_json(samples_dir / f"{gather.name}.json", index, indent=1)
+    index = write_entry(samples_dir, gather.name, gather.sample, gather.numbers, gather.rows, frame_count)
     gather.rows = None  # written: free the frames while the video goes on
     return index
 
